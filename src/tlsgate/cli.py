@@ -1,0 +1,51 @@
+"""The command line: ``tlsgate COMMAND``.  Thin: every command calls a typed function.
+
+Errors from the :mod:`tlsgate.errors` tree become one line on stderr and their exit code;
+wrong usage exits 2.  No traceback reaches a user.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tlsgate import __version__
+from tlsgate.commands.serve import serve
+from tlsgate.errors import TlsgateError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tlsgate")
+def cli() -> None:
+    """tlsgate: a forward web proxy that inspects HTTPS and knows when it must not."""
+
+
+cli.add_command(serve)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="tlsgate", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("tlsgate: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        # One line, as the rest of tlsgate's errors: "tlsgate: error: <what> (<fix>)".
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        click.echo(f"tlsgate: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except TlsgateError as exc:
+        click.echo(f"tlsgate: error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

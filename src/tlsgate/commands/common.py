@@ -1,0 +1,57 @@
+"""Options and output helpers shared by every command."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from tlsgate.config.home import Home, resolve_home
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def home_option(func: F) -> F:
+    """``--home DIR``: replaces the argument with a resolved :class:`Home` named ``home``."""
+
+    @click.option(
+        "--home",
+        "home_dir",
+        metavar="DIR",
+        default=None,
+        help="tlsgate's home directory (CA, store, state). Default: $TLSGATE_HOME or "
+        "~/.local/share/tlsgate.",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, home_dir: str | None, **kwargs: Any) -> Any:
+        return func(*args, home=resolve_home(home_dir), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def store_option(func: F) -> F:
+    """``--store URL``: the configuration store (``postgresql://…``); default the embedded SQLite."""
+
+    @click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        default=lambda: os.environ.get("TLSGATE_STORE"),
+        help="Configuration store: postgresql://user@host:port/db, or a SQLite file path. "
+        "Default: $TLSGATE_STORE, else tlsgate.db in the home directory.",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, store_url: str | None, **kwargs: Any) -> Any:
+        return func(*args, store_url=store_url, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+__all__ = ["Home", "console", "err_console", "home_option", "store_option"]

@@ -1,0 +1,1 @@
+"""Typed settings: parsed once from TOML / the store into pydantic models."""
