@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.peers.nginx import NginxServer
+from tests.peers.pki import CertPair, TestPKI
 from tests.peers.postgres import PostgresServer
 
 _E2E_DIR = Path(__file__).parent / "e2e"
@@ -61,6 +63,58 @@ def private_postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.cleanup()
+
+
+# -- PKI and nginx ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    """The session's test PKI: ``pki.ca_cert`` is the CA to trust; see tests/peers/pki.py."""
+    return TestPKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def client_cert(pki: TestPKI) -> CertPair:
+    """The default client certificate (CN "tlsgate test client", issued by the test CA)."""
+    return pki.client()
+
+
+# name -> (certificate preset, protocols, ssl_verify_client); None preset = plain HTTP.
+NGINX_BLOCKS: dict[str, tuple[str | None, tuple[str, ...], str]] = {
+    "plain": (None, (), "off"),
+    "tls": ("valid", ("TLSv1.2", "TLSv1.3"), "off"),
+    "tls12": ("valid", ("TLSv1.2",), "off"),
+    "tls13": ("valid", ("TLSv1.3",), "off"),
+    "expired": ("expired", ("TLSv1.2", "TLSv1.3"), "off"),
+    "not_yet_valid": ("not_yet_valid", ("TLSv1.2", "TLSv1.3"), "off"),
+    "wrong_name": ("wrong_name", ("TLSv1.2", "TLSv1.3"), "off"),
+    "self_signed": ("self_signed", ("TLSv1.2", "TLSv1.3"), "off"),
+    "untrusted": ("untrusted", ("TLSv1.2", "TLSv1.3"), "off"),
+    "no_server_auth_eku": ("no_server_auth_eku", ("TLSv1.2", "TLSv1.3"), "off"),
+    "mtls_tls12": ("valid", ("TLSv1.2",), "on"),
+    "mtls_tls13": ("valid", ("TLSv1.3",), "on"),
+    "mtls_optional": ("valid", ("TLSv1.2", "TLSv1.3"), "optional"),
+    "mtls_optional_no_ca": ("valid", ("TLSv1.2", "TLSv1.3"), "optional_no_ca"),
+}
+
+
+@pytest.fixture(scope="session")
+def nginx(pki: TestPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+    """One nginx for the session with a server block per name in ``NGINX_BLOCKS``.
+
+    ``nginx.url("tls", "/1k.bin")`` is ``https://127.0.0.1:PORT/1k.bin``;
+    ``nginx.content("/1k.bin")`` the bytes it serves. Endpoints: tests/peers/nginx.py.
+    """
+    server = NginxServer(tmp_path_factory.mktemp("nginx"), client_ca=pki.ca_cert)
+    for name, (preset, protocols, verify_client) in NGINX_BLOCKS.items():
+        tls = pki.preset(preset) if preset is not None else None
+        server.add_server(name, tls=tls, protocols=protocols, verify_client=verify_client)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 # -- tlsgate ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -17,7 +18,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 20.0, alive=None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float = 20.0, alive: Callable[[], bool] | None = None
+) -> None:
     """Poll until a TCP connect to ``host:port`` succeeds.
 
     ``alive`` is an optional callable returning False once the server process died,
