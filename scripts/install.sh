@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install tlsgate from this checkout into the system Python (README, command 1).
+#
+# Idempotent: running it again upgrades/reinstalls the same version in place.
+# Environment: PYTHON=<interpreter> to choose the Python (default: python3).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+export PIP_ROOT_USER_ACTION=ignore  # installing as root is what this script is for
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+
+command -v "$PYTHON" >/dev/null 2>&1 \
+    || die "$PYTHON not found; install Python 3.11 or newer (apt-get install python3 python3-pip)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$("$PYTHON" -V 2>&1) is too old; tlsgate needs Python 3.11 or newer"
+"$PYTHON" -m pip --version >/dev/null 2>&1 \
+    || die "pip is missing for $PYTHON; install it with: apt-get install python3-pip"
+
+# Debian marks its python3 "externally managed" (PEP 668); on a machine dedicated to
+# tlsgate we install into /usr/local anyway, which leaves apt's own files untouched.
+pip_args=(--disable-pip-version-check --no-input)
+if "$PYTHON" - <<'PY'
+import pathlib, sys, sysconfig
+marker = pathlib.Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED"
+sys.exit(0 if marker.exists() and sys.prefix == sys.base_prefix else 1)
+PY
+then
+    say "$PYTHON is externally managed (PEP 668): installing with --break-system-packages"
+    pip_args+=(--break-system-packages)
+fi
+
+say "installing tlsgate from $(pwd) with $("$PYTHON" -V 2>&1)"
+"$PYTHON" -m pip install "${pip_args[@]}" .
+
+bindir="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+say "installed: $bindir/tlsgate"
+case ":$PATH:" in
+    *":$bindir:"*) ;;
+    *) say "note: $bindir is not on PATH; run $bindir/tlsgate or add it to PATH" ;;
+esac
