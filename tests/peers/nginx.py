@@ -57,6 +57,7 @@ full handshake, so a CertificateRequest is always sent when asked for).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -91,6 +92,16 @@ STATUS_CODES = (200, 204, 301, 302, 304, 400, 403, 404, 500, 502, 503)
 FILE_SIZES = {"/1k.bin": 1024, "/1m.bin": 1024 * 1024}
 BIG_FILE_SIZES = {"/10m.bin": 10 * 1024 * 1024}
 VERIFY_CLIENT = ("on", "optional", "optional_no_ca", "off")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM (nginx's fast shutdown) if pytest dies.
+
+    Without it a killed test run leaves nginx running in its own session.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def parse_echo(text: str) -> dict[str, str]:
@@ -348,6 +359,7 @@ http {{
                 stdout=stdio,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         try:
             for block in self.blocks.values():

@@ -6,16 +6,26 @@ import socket
 import time
 from collections.abc import Callable
 
+# Ports already handed out in this process: the kernel may offer a just-closed port
+# again, and two servers configured before either starts must not share one.
+_handed_out: set[int] = set()
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now.
+    """Return a TCP port that is free on ``host`` right now and not handed out before.
 
     The kernel picks it (bind to port 0); there is a small race until the caller
     binds it, which is acceptable for tests on a private loopback.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port found on {host}")
 
 
 def wait_for_port(
