@@ -1,0 +1,418 @@
+"""The log tables in SQLite and PostgreSQL: schema, batch inserts, retention, selects.
+
+Both backends share one schema (``web_proxy_log``) built from :data:`FIELDS`, with two
+derived columns that make the common filters index range scans:
+
+* ``client_ip_key``: the client address as 16 bytes (IPv4 as IPv4-mapped IPv6), so a
+  CIDR filter is ``client_ip_key BETWEEN first AND last``;
+* ``dest_host_rev``: the lower-cased destination host reversed, so ``*.example.com``
+  is a prefix range (``moc.elpmaxe.`` … ``moc.elpmaxe/``).
+
+SQLite keeps ``time`` as integer microseconds since the epoch (UTC); PostgreSQL as
+``timestamptz``.  Every method is synchronous and thread-safe; the writer calls them
+through ``asyncio.to_thread``.  Driver errors become :class:`~tlsgate.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import psycopg
+
+from tlsgate.errors import StoreError
+from tlsgate.log.record import FIELDS, LogRecord
+
+TABLE: Final = "web_proxy_log"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+# Column name per field: "user" is reserved in PostgreSQL.
+COLUMNS: Final[dict[str, str]] = {f: ("user_name" if f == "user" else f) for f in FIELDS}
+_INT_FIELDS: Final = frozenset(
+    {
+        "client_port",
+        "dest_port",
+        "time_taken_ms",
+        "object_source",
+        "status",
+        "cache_info",
+    }
+)
+_BIGINT_FIELDS: Final = frozenset({"bytes_sent", "bytes_received"})
+# Filterable columns get an index; on PostgreSQL the index also holds ``id`` so that
+# "newest N matching" is a backward index scan there too (SQLite appends the rowid).
+# ``dest_host_rev`` serves both exact and ``*.suffix`` host filters.
+INDEXED: Final = ("status", "client_ip_key", "dest_host_rev", "rule", "user_name")
+
+_INSERT_COLUMNS: Final = (*COLUMNS.values(), "client_ip_key", "dest_host_rev")
+_SELECT_COLUMNS: Final = ", ".join(("id", *COLUMNS.values()))
+
+
+def ip_key(ip: str) -> bytes | None:
+    """16 bytes ordering like the address (IPv4 mapped into IPv6); None if not an IP."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if addr.version == 4:
+        return b"\0" * 10 + b"\xff\xff" + addr.packed
+    return addr.packed
+
+
+def network_key_range(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[bytes, bytes]:
+    first = ip_key(str(net.network_address))
+    last = ip_key(str(net.broadcast_address))
+    assert first is not None and last is not None
+    return first, last
+
+
+def reverse_host(host: str) -> str:
+    return host.lower()[::-1]
+
+
+def to_micros(t: datetime) -> int:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return (t - _EPOCH) // _MICROSECOND
+
+
+def from_micros(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+class LogDatabase:
+    """Base of the two SQL sinks: subclasses supply the dialect and the connection."""
+
+    name = "database"
+    placeholder = "?"
+    location = ""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    # -- dialect -------------------------------------------------------------------------
+    def time_param(self, t: datetime) -> Any:
+        raise NotImplementedError
+
+    def _time_value(self, v: Any) -> datetime:
+        raise NotImplementedError
+
+    def _row(self, r: LogRecord) -> tuple[Any, ...]:
+        values = [getattr(r, f) for f in FIELDS]
+        values[1] = self.time_param(r.time)
+        values.append(ip_key(r.client_ip))
+        values.append(reverse_host(r.dest_host))
+        return tuple(values)
+
+    def _record(self, row: Sequence[Any]) -> tuple[int, LogRecord]:
+        rec = LogRecord(*row[1:])
+        rec.time = self._time_value(rec.time)
+        rec.authenticated = bool(rec.authenticated)
+        return int(row[0]), rec
+
+    # -- operations (each takes the lock and maps driver errors) --------------------
+    def write(self, records: Sequence[LogRecord]) -> None:
+        raise NotImplementedError
+
+    def execute_select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def execute_update(self, sql: str, params: Sequence[Any]) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def select(
+        self, where: str, params: Sequence[Any], *, newest_first: bool, limit: int | None
+    ) -> list[tuple[int, LogRecord]]:
+        """Rows as ``(id, record)`` matching ``where`` (SQL built by the query module)."""
+        sql = f"SELECT {_SELECT_COLUMNS} FROM {TABLE}"
+        if where:
+            sql += f" WHERE {where}"
+        sql += f" ORDER BY id {'DESC' if newest_first else 'ASC'}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._record(row) for row in self.execute_select(sql, params)]
+
+    def prune(
+        self, *, max_age: timedelta | None, max_rows: int | None, now: datetime | None = None
+    ) -> int:
+        """Delete records older than ``max_age`` and beyond the newest ``max_rows``.
+
+        Cheap by design: both deletes are index range scans (``time`` and ``id``).  Ids
+        only grow, so "id above max(id) - max_rows" keeps at most ``max_rows`` rows.
+        """
+        p = self.placeholder
+        deleted = 0
+        if max_age is not None:
+            cutoff = (now or datetime.now(UTC)) - max_age
+            deleted += self.execute_update(
+                f"DELETE FROM {TABLE} WHERE time < {p}", (self.time_param(cutoff),)
+            )
+        if max_rows is not None:
+            deleted += self.execute_update(
+                f"DELETE FROM {TABLE} WHERE id <= (SELECT max(id) FROM {TABLE}) - {p}",
+                (max_rows,),
+            )
+        return deleted
+
+    def count(self) -> int:
+        rows = self.execute_select(f"SELECT count(*) FROM {TABLE}", ())
+        return int(rows[0][0])
+
+    def _fail(self, action: str, exc: Exception) -> StoreError:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreError(
+            f"log store {self.location}: cannot {action}: {detail}",
+            fix="check that the log store is reachable and writable",
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+
+def _ddl(
+    *,
+    text: str,
+    pk: str,
+    time_type: str,
+    bool_type: str,
+    blob: str,
+    host_collate: str,
+    index_suffix: str,
+) -> list[str]:
+    cols = [f"id {pk}"]
+    for f, col in COLUMNS.items():
+        if f == "time":
+            typ = time_type
+        elif f == "authenticated":
+            typ = bool_type
+        elif f in _INT_FIELDS:
+            typ = "INTEGER"
+        elif f in _BIGINT_FIELDS:
+            typ = "BIGINT"
+        else:
+            typ = text
+        cols.append(f"{col} {typ} NOT NULL")
+    cols.append(f"client_ip_key {blob}")
+    cols.append(f"dest_host_rev {text}{host_collate} NOT NULL")
+    stmts = [f"CREATE TABLE IF NOT EXISTS {TABLE} (\n  " + ",\n  ".join(cols) + "\n)"]
+    stmts.append(f"CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE} (time)")
+    stmts.append(f"CREATE INDEX IF NOT EXISTS {TABLE}_request_id ON {TABLE} (request_id)")
+    for col in INDEXED:
+        stmts.append(f"CREATE INDEX IF NOT EXISTS {TABLE}_{col} ON {TABLE} ({col}{index_suffix})")
+    return stmts
+
+
+SQLITE_SCHEMA: Final = _ddl(
+    text="TEXT",
+    pk="INTEGER PRIMARY KEY",
+    time_type="INTEGER",
+    bool_type="INTEGER",
+    blob="BLOB",
+    host_collate="",
+    index_suffix="",
+)
+POSTGRES_SCHEMA: Final = _ddl(
+    text="TEXT",
+    pk="BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    time_type="TIMESTAMPTZ",
+    bool_type="BOOLEAN",
+    blob="BYTEA",
+    host_collate=' COLLATE "C"',
+    index_suffix=", id",
+)
+
+
+class SqliteLogSink(LogDatabase):
+    """The log in its own SQLite file (default ``HOME/log.db``), WAL, synchronous=NORMAL.
+
+    A separate file from the configuration store, so log writes never contend with
+    configuration transactions.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._conn: sqlite3.Connection | None = None
+        self._insert = (
+            f"INSERT INTO {TABLE} ({', '.join(_INSERT_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, timeout=10.0, check_same_thread=False, isolation_level=None
+                )
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("BEGIN IMMEDIATE")
+                    for stmt in SQLITE_SCHEMA:
+                        conn.execute(stmt)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.close()
+                    raise
+            except (OSError, sqlite3.Error) as exc:
+                raise self._fail("open", exc) from None
+            self._conn = conn
+        return self._conn
+
+    def time_param(self, t: datetime) -> int:
+        return to_micros(t)
+
+    def _time_value(self, v: Any) -> datetime:
+        return from_micros(int(v))
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        rows = [self._row(r) for r in records]
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(self._insert, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._fail("write records", exc) from None
+
+    def execute_select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._connect()
+            try:
+                return conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail("read records", exc) from None
+
+    def execute_update(self, sql: str, params: Sequence[Any]) -> int:
+        with self._lock:
+            conn = self._connect()
+            try:
+                return conn.execute(sql, tuple(params)).rowcount
+            except sqlite3.Error as exc:
+                raise self._fail("delete old records", exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                # Lets SQLite refresh its statistics cheaply for the query planner;
+                # closing anyway, so a failure here does not matter.
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA optimize")
+                self._conn.close()
+                self._conn = None
+
+
+class PostgresLogSink(LogDatabase):
+    """The log in the PostgreSQL database of the configuration store (same DSN).
+
+    Batches go in with ``COPY``.  A lost connection is reopened on the next call, so
+    the writer's retry loop rides out a server restart.
+    """
+
+    name = "postgresql"
+    placeholder = "%s"
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.location = _redact(dsn)
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._copy = f"COPY {TABLE} ({', '.join(_INSERT_COLUMNS)}) FROM STDIN"
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._conn is not None and self._conn.closed:
+            self._conn = None
+        if self._conn is None:
+            try:
+                conn = psycopg.connect(self.dsn, connect_timeout=5)
+                with conn.transaction():
+                    # Two members may start at once: serialise the CREATEs.
+                    conn.execute("SELECT pg_advisory_xact_lock(7152630461)")
+                    for stmt in POSTGRES_SCHEMA:
+                        conn.execute(stmt)
+                conn.autocommit = True
+            except psycopg.Error as exc:
+                raise self._fail("open", exc) from None
+            self._conn = conn
+        return self._conn
+
+    def _drop_broken(self) -> None:
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self._conn.close()
+            self._conn = None
+
+    def time_param(self, t: datetime) -> datetime:
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+    def _time_value(self, v: Any) -> datetime:
+        assert isinstance(v, datetime)
+        return v.astimezone(UTC)
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        rows = [self._row(r) for r in records]
+        with self._lock:
+            conn = self._connect()
+            try:
+                with conn.transaction(), conn.cursor() as cur, cur.copy(self._copy) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            except psycopg.Error as exc:
+                self._drop_broken()
+                raise self._fail("write records", exc) from None
+
+    def execute_select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._connect()
+            try:
+                return conn.execute(sql, tuple(params)).fetchall()
+            except psycopg.Error as exc:
+                self._drop_broken()
+                raise self._fail("read records", exc) from None
+
+    def execute_update(self, sql: str, params: Sequence[Any]) -> int:
+        with self._lock:
+            conn = self._connect()
+            try:
+                return conn.execute(sql, tuple(params)).rowcount
+            except psycopg.Error as exc:
+                self._drop_broken()
+                raise self._fail("delete old records", exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "postgresql://…"
+    host, port, db = info.get("host", ""), info.get("port", ""), info.get("dbname", "")
+    return f"postgresql://{host}{':' + str(port) if port else ''}/{db}"
