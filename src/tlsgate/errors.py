@@ -66,3 +66,11 @@ class UpstreamError(TlsgateError):
     def __init__(self, status: int, message: str, *, fix: str | None = None) -> None:
         super().__init__(message, fix=fix)
         self.status = status
+
+
+class ProtocolError(TlsgateError):
+    """A peer broke HTTP/1.1 (or TLS framing).  ``status`` is the catalogue code to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -32,8 +32,8 @@ def locate(text: str, path: Sequence[str | int]) -> int | None:
                 best = lineno
             continue
         k = _KEY.match(line)
-        if k and table + [k.group(1)] == names[: len(table) + 1] and len(table) < len(names):
-            if table + [k.group(1)] == names:
+        if k and [*table, k.group(1)] == names[: len(table) + 1] and len(table) < len(names):
+            if [*table, k.group(1)] == names:
                 return lineno
             best = best or lineno
     return best
@@ -83,11 +83,15 @@ def load_config_file(path: Path) -> TlsgateConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file", fix="give the path of an existing tlsgate.toml") from None
+        raise ConfigError(
+            f"{path}: no such file", fix="give the path of an existing tlsgate.toml"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}", fix="fix the TOML syntax at that line") from None
+        raise ConfigError(
+            f"{path}: not valid TOML: {exc}", fix="fix the TOML syntax at that line"
+        ) from None
     return parse_config(data, source=str(path), text=text)

@@ -1,0 +1,78 @@
+"""Events produced by the HTTP/1.1 readers: past-tense facts about a message."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from tlsgate.errors import ProtocolError
+from tlsgate.http1.headers import Headers
+from tlsgate.http1.target import Authority, Target
+
+
+class Framing(enum.Enum):
+    NONE = "none"
+    LENGTH = "length"
+    CHUNKED = "chunked"
+    CLOSE = "close"
+    """Response body delimited by the server closing the connection."""
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    raw_target: bytes
+    version: tuple[int, int]
+    headers: Headers
+    keep_alive: bool
+    framing: Framing
+    length: int
+    """Content-Length when ``framing`` is LENGTH, else 0."""
+    expect_continue: bool
+    connect: Authority | None
+    """The authority of a CONNECT request."""
+    target: Target | None
+    """The absolute-form target, or None for origin-form (inside an inspected tunnel)."""
+    upgrade: bytes | None
+    """The protocol named in ``Upgrade`` when the client asked for one (``websocket``)."""
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    version: tuple[int, int]
+    headers: Headers
+    keep_alive: bool
+    framing: Framing
+    length: int
+
+
+@dataclass(slots=True)
+class BodyData:
+    data: bytes
+
+
+@dataclass(slots=True)
+class MessageEnd:
+    pass
+
+
+@dataclass(slots=True)
+class TunnelData:
+    """Bytes that followed a CONNECT head or an upgrade: they belong to the tunnel."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class ParseFailed:
+    """The input broke HTTP at this point; events before it are still valid."""
+
+    error: ProtocolError
+
+
+RequestEvent = RequestHead | BodyData | MessageEnd | TunnelData | ParseFailed
+ResponseEvent = ResponseHead | BodyData | MessageEnd | TunnelData | ParseFailed
+
+END = MessageEnd()

@@ -1,0 +1,384 @@
+"""Sans-IO HTTP/1.1 readers: feed bytes, get events.
+
+httptools (llhttp) finds message boundaries.  What it accepts but a proxy must not
+(measured in ``research/hardening.md``) is checked here: HTTP versions, Host rules,
+CONNECT authorities, empty or HTTP/1.0 Transfer-Encoding, underscore look-alikes of
+framing fields, size limits, and response bodies after HEAD.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from tlsgate.config.model import Limits
+from tlsgate.errors import ProtocolError
+from tlsgate.http1.events import (
+    END,
+    BodyData,
+    Framing,
+    ParseFailed,
+    RequestEvent,
+    RequestHead,
+    ResponseEvent,
+    ResponseHead,
+    TunnelData,
+)
+from tlsgate.http1.headers import Headers, connection_tokens, get_all, tokens
+from tlsgate.http1.target import Authority, Target, parse_absolute, parse_authority
+
+_VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
+_DANGEROUS_UNDERSCORE = frozenset({b"transfer_encoding", b"content_length"})
+
+
+class _Abort(Exception):
+    """Raised inside a parser callback; carried out of httptools as ``__context__``."""
+
+    def __init__(self, error: ProtocolError) -> None:
+        self.error = error
+
+
+def _error_from(exc: httptools.HttpParserError, fallback_status: int) -> ProtocolError:
+    ctx = exc.__context__
+    if isinstance(ctx, _Abort):
+        return ctx.error
+    detail = str(exc) or type(exc).__name__
+    return ProtocolError(fallback_status, f"malformed HTTP: {detail}")
+
+
+class _Reader:
+    """Shared callback bookkeeping of the request and response readers."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._events: list[RequestEvent | ResponseEvent] = []
+        self._headers: Headers = []
+        self._head_size = 0
+        self._in_head = True
+        self._head_fed = 0
+        self._body_in_feed = 0
+        self._chunked = False
+        self._chunk_headers = 0
+        self._chunk_overhead = 0
+        self._too_large_status = 431
+
+    # httptools callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._head_size = 0
+        self._in_head = True
+        self._head_fed = 0
+        self._chunk_headers = 0
+        self._chunk_overhead = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        self._headers.append((name, value))
+        if (
+            self._head_size > self._limits.max_header_bytes
+            or len(self._headers) > self._limits.max_header_count
+        ):
+            raise _Abort(
+                ProtocolError(
+                    self._too_large_status,
+                    f"header larger than {self._limits.max_header_bytes} bytes "
+                    f"or {self._limits.max_header_count} fields",
+                )
+            )
+
+    def on_body(self, body: bytes) -> None:
+        self._body_in_feed += len(body)
+        self._events.append(BodyData(body))
+
+    def on_chunk_header(self) -> None:
+        self._chunk_headers += 1
+
+    def on_message_complete(self) -> None:
+        self._events.append(END)
+        self._in_head = True
+        self._chunked = False
+
+    # accounting around feed_data --------------------------------------------------
+    def _before_feed(self, data: bytes) -> None:
+        self._body_in_feed = 0
+        if self._in_head:
+            if self._head_fed > self._limits.max_header_bytes:
+                raise _Abort(
+                    ProtocolError(
+                        self._too_large_status,
+                        f"header larger than {self._limits.max_header_bytes} bytes",
+                    )
+                )
+            self._head_fed += len(data)
+
+    def _after_feed(self, data: bytes, started_in_chunked_body: bool) -> None:
+        # llhttp has no chunk-extension limit: bound the average non-body bytes per chunk.
+        if started_in_chunked_body and self._chunked:
+            self._chunk_overhead += len(data) - self._body_in_feed
+            allowed = (self._chunk_headers + 1) * self._limits.max_chunk_line_bytes
+            if self._chunk_overhead > allowed:
+                raise _Abort(ProtocolError(400, "chunk line or chunk extension too long"))
+
+    def _take(self) -> list[RequestEvent | ResponseEvent]:
+        events, self._events = self._events, []
+        return events
+
+
+class RequestReader(_Reader):
+    """Reads requests from a client connection.
+
+    ``origin_authority`` is set inside an inspected tunnel, where requests carry
+    origin-form targets for the CONNECT destination.
+    """
+
+    def __init__(self, limits: Limits, *, in_tunnel: bool = False) -> None:
+        super().__init__(limits)
+        self._in_tunnel = in_tunnel
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = bytearray()
+        self._body_total = 0
+        self._failed = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._url = bytearray()
+        self._body_total = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if len(self._url) > self._limits.max_header_bytes:
+            raise _Abort(ProtocolError(414, "request target too long"))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        try:
+            head = self._validate_head()
+        except ProtocolError as exc:
+            raise _Abort(exc) from None
+        self._chunked = head.framing is Framing.CHUNKED
+        self._events.append(head)
+
+    def _validate_head(self) -> RequestHead:
+        p = self._parser
+        version = _VERSIONS.get(p.get_http_version())
+        if version is None:
+            if p.get_http_version() == "0.9":
+                raise ProtocolError(400, "HTTP/0.9 requests are not supported")
+            raise ProtocolError(505, f"HTTP/{p.get_http_version()} is not supported; use HTTP/1.1")
+        method: bytes = p.get_method()
+        headers = self._headers
+        for name, _ in headers:
+            if b"_" in name and name.lower() in _DANGEROUS_UNDERSCORE:
+                shown = name.decode("latin-1")
+                raise ProtocolError(400, f"header {shown!r} looks like a framing field")
+        te = get_all(headers, b"transfer-encoding")
+        length_values = get_all(headers, b"content-length")
+        framing, length = Framing.NONE, 0
+        if te:
+            if version == (1, 0):
+                raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
+            codings = tokens(te)
+            if not codings or codings != [b"chunked"]:
+                raise ProtocolError(501, "only Transfer-Encoding: chunked is supported")
+            framing = Framing.CHUNKED
+        elif length_values:
+            length = int(length_values[0].strip())
+            framing = Framing.LENGTH if length else Framing.NONE
+        max_body = self._limits.max_request_body_bytes
+        if max_body and length > max_body:
+            raise ProtocolError(12239, f"request body of {length} bytes exceeds {max_body} bytes")
+
+        hosts = get_all(headers, b"host")
+        raw_target = bytes(self._url)
+        connect: Authority | None = None
+        target: Target | None = None
+        if method == b"CONNECT":
+            if framing is not Framing.NONE:
+                raise ProtocolError(400, "a CONNECT request must not have a body")
+            connect = parse_authority(raw_target)
+        elif raw_target.startswith(b"/") or raw_target == b"*":
+            if not self._in_tunnel:
+                raise ProtocolError(
+                    400,
+                    "this is a forward proxy: send absolute URLs (configure the client to use "
+                    "tlsgate as its HTTP proxy)",
+                )
+        else:
+            target = parse_absolute(raw_target)
+        if version == (1, 1) and len(hosts) != 1:
+            raise ProtocolError(400, "an HTTP/1.1 request needs exactly one Host header")
+        if len(hosts) > 1:
+            raise ProtocolError(400, "more than one Host header")
+        if hosts and target is None and connect is None:
+            # Inside a tunnel the Host header names the site; it must at least be valid.
+            parse_authority(hosts[0].strip(), default_port=443)
+        conn = connection_tokens(headers)
+        upgrade = None
+        if b"upgrade" in conn:
+            offered = tokens(get_all(headers, b"upgrade"))
+            upgrade = offered[0] if offered else None
+        expect = tokens(get_all(headers, b"expect"))
+        return RequestHead(
+            method=method,
+            raw_target=raw_target,
+            version=version,
+            headers=headers,
+            keep_alive=bool(p.should_keep_alive()),
+            framing=framing,
+            length=length,
+            expect_continue=b"100-continue" in expect,
+            connect=connect,
+            target=target,
+            upgrade=upgrade,
+        )
+
+    def on_body(self, body: bytes) -> None:
+        max_body = self._limits.max_request_body_bytes
+        super().on_body(body)
+        self._body_total += len(body)
+        if max_body and self._body_total > max_body:
+            raise _Abort(ProtocolError(12239, f"request body exceeds {max_body} bytes"))
+
+    def feed(self, data: bytes) -> list[RequestEvent]:
+        """Events for ``data``.  After a ParseFailed or TunnelData, feed nothing more."""
+        if self._failed:
+            return []
+        started_in_chunked_body = self._chunked and not self._in_head
+        try:
+            self._before_feed(data)
+            self._parser.feed_data(data)
+            self._after_feed(data, started_in_chunked_body)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self._failed = True  # the parser is done; the rest is tunnel or a new reader's
+            self._events.append(TunnelData(data[offset:]))
+        except httptools.HttpParserError as exc:
+            self._failed = True
+            self._events.append(ParseFailed(_error_from(exc, 400)))
+        except _Abort as exc:
+            self._failed = True
+            self._events.append(ParseFailed(exc.error))
+        return self._take()  # type: ignore[return-value]
+
+
+class ResponseReader(_Reader):
+    """Reads one response (with any 1xx before it) from an upstream connection.
+
+    httptools cannot be told that a response to HEAD has no body (httptools #47), so
+    for HEAD the head is cut out by hand and only it is given to the parser.
+    """
+
+    def __init__(self, limits: Limits, request_method: bytes) -> None:
+        super().__init__(limits)
+        self._too_large_status = 12216
+        self._head_only = request_method == b"HEAD"
+        self._parser = httptools.HttpResponseParser(self)
+        self._reason = b""
+        self._framing = Framing.NONE
+        self._done = False
+        self._status = 0
+        self._pending = b""
+        self.leftover = b""
+        """Bytes after the end of the response (the connection must not be reused)."""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reason = b""
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        p = self._parser
+        status: int = p.get_status_code()
+        self._status = status
+        version = _VERSIONS.get(p.get_http_version(), (1, 1))
+        headers = self._headers
+        te = tokens(get_all(headers, b"transfer-encoding"))
+        length_values = get_all(headers, b"content-length")
+        framing, length = Framing.CLOSE, 0
+        if self._head_only or status < 200 or status in (204, 304):
+            framing = Framing.NONE
+        elif te:
+            framing = Framing.CHUNKED if te[-1] == b"chunked" else Framing.CLOSE
+        elif length_values:
+            length = int(length_values[0].strip())
+            framing = Framing.LENGTH if length else Framing.NONE
+        self._framing = framing
+        self._chunked = framing is Framing.CHUNKED
+        keep_alive = bool(p.should_keep_alive()) and framing is not Framing.CLOSE
+        self._events.append(
+            ResponseHead(status, self._reason, version, headers, keep_alive, framing, length)
+        )
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self._status >= 200:
+            self._done = True
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, data: bytes) -> list[ResponseEvent]:
+        if self._done:
+            self.leftover += data
+            return []
+        try:
+            if self._head_only:
+                self._feed_heads_only(data)
+            else:
+                started_in_chunked_body = self._chunked and not self._in_head
+                self._before_feed(data)
+                self._parser.feed_data(data)
+                self._after_feed(data, started_in_chunked_body)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self._done = True
+            self._events.append(TunnelData(data[offset:]))
+        except httptools.HttpParserError as exc:
+            self._done = True
+            self._events.append(ParseFailed(_error_from(exc, 502)))
+        except _Abort as exc:
+            self._done = True
+            self._events.append(ParseFailed(exc.error))
+        return self._take()  # type: ignore[return-value]
+
+    def _feed_heads_only(self, data: bytes) -> None:
+        buf = self._pending + data
+        while not self._done:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self._limits.max_header_bytes:
+                    raise _Abort(ProtocolError(12216, "response header too large"))
+                self._pending = buf
+                return
+            head, buf = buf[: end + 4], buf[end + 4 :]
+            self._before_feed(head)
+            self._parser.feed_data(head)
+            if self._status >= 200 and not self._done:
+                # llhttp waits for the body Content-Length announces; a HEAD reply has none.
+                self._events.append(END)
+                self._done = True
+            if not self._done:
+                # a 1xx: its message is complete; the next head needs a fresh parser
+                self._parser = httptools.HttpResponseParser(self)
+        self._pending = b""
+        self.leftover += buf
+
+    def feed_eof(self) -> list[ResponseEvent]:
+        """The server closed: ends a close-delimited body, else the response is incomplete."""
+        if self._done:
+            return []
+        self._done = True
+        if not self._in_head and self._framing is Framing.CLOSE:
+            return [END]
+        return [
+            ParseFailed(
+                ProtocolError(
+                    10053,
+                    "the upstream server closed the connection before the response was complete",
+                )
+            )
+        ]

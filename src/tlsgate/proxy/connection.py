@@ -1,0 +1,376 @@
+"""One TCP connection as an asyncio Protocol, with TLS through our own MemoryBIO pump.
+
+asyncio's SSL transport keeps two 256 KiB buffers per connection (~570 KiB idle) and
+uvloop's lost data when servers closed (``REFERENCE.md``), so TLS runs here over a plain
+TCP transport: ciphertext goes into an ``ssl.MemoryBIO``, plaintext comes out of the
+``SSLObject``.  The same object can be switched to TLS after it has carried plaintext
+(CONNECT, then the client's ClientHello) and spliced to another connection for a tunnel.
+
+Reads are awaitable (``await conn.read()``); writes are immediate with ``drain()`` for
+backpressure.  Reading pauses when unconsumed plaintext exceeds ``HIGH_WATER``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+
+HIGH_WATER = 256 * 1024
+TLS_READ = 256 * 1024
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "_buf",
+        "_buf_size",
+        "_drain_waiter",
+        "_eof",
+        "_handshake_waiter",
+        "_incoming",
+        "_loop",
+        "_outgoing",
+        "_read_paused",
+        "_read_waiter",
+        "_splice_done",
+        "_tls",
+        "_write_paused",
+        "bytes_in",
+        "bytes_out",
+        "closed",
+        "error",
+        "peer",
+        "splice_peer",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._buf: deque[bytes] = deque()
+        self._buf_size = 0
+        self._eof = False
+        self._read_paused = False
+        self._write_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._tls: ssl.SSLObject | None = None
+        self._incoming: ssl.MemoryBIO | None = None
+        self._outgoing: ssl.MemoryBIO | None = None
+        self._handshake_waiter: asyncio.Future[None] | None = None
+        self.splice_peer: Connection | None = None
+        self._splice_done: asyncio.Future[None] | None = None
+        self.closed = False
+        self.error: BaseException | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.bytes_in = 0
+        """Bytes received from the peer on the wire (ciphertext under TLS)."""
+        self.bytes_out = 0
+
+    # -- asyncio.Protocol -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = (str(peer[0]), int(peer[1]))
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self._tls is not None:
+            self._tls_received(data)
+        else:
+            self._deliver(data)
+
+    def eof_received(self) -> bool:
+        if self.splice_peer is not None:
+            peer = self.splice_peer
+            if peer.transport is not None and peer.transport.can_write_eof():
+                peer.transport.write_eof()
+            self._eof = True
+            self._maybe_end_splice()
+            return True
+        self._eof = True
+        self._wake_reader()
+        return True  # keep the transport: we may still be writing to this peer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._eof = True
+        if exc is not None and self.error is None:
+            self.error = exc
+        self._wake_reader()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("connection lost"))
+        self._drain_waiter = None
+        hs = self._handshake_waiter
+        if hs is not None and not hs.done():
+            hs.set_exception(
+                self.error or ConnectionResetError("connection closed during handshake")
+            )
+        if self.splice_peer is not None:
+            self.splice_peer.close()
+            self._maybe_end_splice()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self.splice_peer is not None and self.splice_peer.transport is not None:
+            self.splice_peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        peer = self.splice_peer
+        if peer is not None and peer.transport is not None and not peer.closed:
+            peer.transport.resume_reading()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._drain_waiter = None
+
+    # -- reading ----------------------------------------------------------------------
+    def _deliver(self, data: bytes) -> None:
+        if self.splice_peer is not None:
+            self.splice_peer.write(data)
+            return
+        self._buf.append(data)
+        self._buf_size += len(data)
+        self._wake_reader()
+        if self._buf_size > HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._read_waiter = None
+
+    async def read(self) -> bytes:
+        """All plaintext received so far (waits for some); ``b""`` at end of stream."""
+        while not self._buf:
+            if self._eof:
+                return b""
+            self._read_waiter = self._loop.create_future()
+            await self._read_waiter
+        data = self._buf.popleft() if len(self._buf) == 1 else b"".join(self._buf)
+        self._buf.clear()
+        self._buf_size = 0
+        if self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def unread(self, data: bytes) -> None:
+        """Put bytes back in front of the buffer (e.g. what followed a message)."""
+        if data:
+            self._buf.appendleft(data)
+            self._buf_size += len(data)
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._buf
+
+    def take_buffered(self) -> bytes:
+        data = b"".join(self._buf)
+        self._buf.clear()
+        self._buf_size = 0
+        return data
+
+    # -- writing ----------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._tls is not None:
+            view = memoryview(data)
+            while view:
+                try:
+                    n = self._tls.write(view)
+                except ssl.SSLError as exc:
+                    self.error = exc
+                    transport.abort()
+                    return
+                view = view[n:]
+            data = self._outgoing.read() if self._outgoing is not None else b""
+        self.bytes_out += len(data)
+        transport.write(data)
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._write_paused
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("connection closed")
+        if self._write_paused:
+            self._drain_waiter = self._loop.create_future()
+            await self._drain_waiter
+
+    # -- TLS --------------------------------------------------------------------------
+    @property
+    def tls(self) -> ssl.SSLObject | None:
+        return self._tls
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        initial: bytes = b"",
+        timeout: float,
+    ) -> ssl.SSLObject:
+        """Switch to TLS and complete the handshake.
+
+        ``initial`` is ciphertext already read from the peer (the ClientHello that was
+        inspected before deciding).  Raises ``ssl.SSLError``, ``ConnectionError`` or
+        ``TimeoutError``.
+        """
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        self._handshake_waiter = self._loop.create_future()
+        pending = initial + self.take_buffered()
+        if pending:
+            self._incoming.write(pending)
+        self._do_handshake()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._handshake_waiter
+        finally:
+            self._handshake_waiter = None
+        return self._tls
+
+    def _flush_tls(self) -> None:
+        out = self._outgoing
+        transport = self.transport
+        if out is not None and out.pending and transport is not None and not transport.is_closing():
+            data = out.read()
+            self.bytes_out += len(data)
+            transport.write(data)
+
+    def _do_handshake(self) -> None:
+        tls = self._tls
+        waiter = self._handshake_waiter
+        assert tls is not None
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush_tls()
+            if self._eof and waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionResetError("peer closed during the TLS handshake"))
+            return
+        except (ssl.SSLError, ValueError) as exc:
+            self._flush_tls()  # the alert that tells the peer why
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+            return
+        self._flush_tls()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._tls_read_all()
+
+    def _tls_received(self, data: bytes) -> None:
+        assert self._incoming is not None
+        self._incoming.write(data)
+        waiter = self._handshake_waiter
+        if waiter is not None and not waiter.done():
+            self._do_handshake()
+            return
+        self._tls_read_all()
+
+    def _tls_read_all(self) -> None:
+        tls = self._tls
+        assert tls is not None
+        chunks = []
+        while True:
+            try:
+                chunk = tls.read(TLS_READ)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self._eof = True
+                break
+            except ssl.SSLError as exc:
+                self.error = exc
+                self._eof = True
+                if self.transport is not None:
+                    self.transport.abort()
+                break
+            if not chunk:
+                self._eof = True
+                break
+            chunks.append(chunk)
+        self._flush_tls()  # key updates, session tickets, renegotiation answers
+        if chunks:
+            self._deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if self._eof:
+            self._wake_reader()
+
+    # -- closing ----------------------------------------------------------------------
+    def close(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._tls is not None and self._handshake_waiter is None:
+            with contextlib.suppress(ssl.SSLError, ValueError):
+                self._tls.unwrap()
+            self._flush_tls()
+        transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- splicing (tunnels) -------------------------------------------------------------
+    def _maybe_end_splice(self) -> None:
+        peer = self.splice_peer
+        done = self._splice_done
+        if peer is None or done is None or done.done():
+            return
+        if (self.closed or self._eof) and (peer.closed or peer._eof):
+            self.close()
+            peer.close()
+        if self.closed and peer.closed:
+            done.set_result(None)
+
+    async def splice(self, other: Connection) -> None:
+        """Copy bytes both ways until both sides are closed (a tunnel).
+
+        Anything already buffered on either side is forwarded first.  Under TLS the
+        plaintext is spliced (not used for tunnels today, but correct).
+        """
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._splice_done = done
+        other._splice_done = done
+        self.splice_peer, other.splice_peer = other, self
+        for a, b in ((self, other), (other, self)):
+            pending = a.take_buffered()
+            if pending:
+                b.write(pending)
+            if a._read_paused and a.transport is not None and not a.closed:
+                a._read_paused = False
+                a.transport.resume_reading()
+        for a, b in ((self, other), (other, self)):
+            if a._eof and b.transport is not None and not b.closed and b.transport.can_write_eof():
+                b.transport.write_eof()
+        self._maybe_end_splice()
+        other._maybe_end_splice()
+        if self.closed or other.closed:
+            self.close()
+            other.close()
+        try:
+            await done
+        finally:
+            self.splice_peer = other.splice_peer = None
+
+
+async def open_connection(host: str, port: int) -> Connection:
+    """TCP connect; raises ``OSError`` subclasses (refused, unreachable, DNS failure)."""
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(Connection, host, port)
+    return protocol

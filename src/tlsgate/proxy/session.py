@@ -1,0 +1,697 @@
+"""One client connection: HTTP/1.1 requests, CONNECT, inspection and tunnels.
+
+The order for an inspected CONNECT is server first (as TMG documents it): connect to
+the server, answer 200, read the client's ClientHello and keep its bytes, handshake
+with the server using the same SNI, and only then decide (policy/inspection.py):
+complete TLS with the client under a leaf from tlsgate's CA, or replay the
+ClientHello to a fresh server connection and splice (client certificates), or answer
+every request with the reason it cannot be served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from tlsgate.errors import ProtocolError, UpstreamError
+from tlsgate.http1 import writer
+from tlsgate.http1.events import (
+    BodyData,
+    Framing,
+    MessageEnd,
+    ParseFailed,
+    RequestEvent,
+    RequestHead,
+    ResponseHead,
+    TunnelData,
+)
+from tlsgate.http1.headers import get_one
+from tlsgate.http1.reader import RequestReader, ResponseReader
+from tlsgate.http1.target import Authority
+from tlsgate.log.record import OBJECT_SOURCE_INTERNET, LogRecord
+from tlsgate.policy import inspection
+from tlsgate.proxy.connection import Connection
+from tlsgate.proxy.runtime import Runtime
+from tlsgate.proxy.upstream import UpstreamKey, connect, tls_version
+from tlsgate.status import lookup
+from tlsgate.tls.clienthello import ClientHello, ClientHelloReader, MalformedClientHello, NotTLS
+from tlsgate.tls.upstream import classify_tls_error, client_cert_requested, verification_detail
+
+log = logging.getLogger("tlsgate.proxy")
+
+
+class _ClientGone(Exception):
+    """The client closed or broke the connection; nothing more can be sent."""
+
+
+@dataclass(slots=True)
+class Tunnel:
+    """An inspected CONNECT: where its requests go and what is known about the server."""
+
+    authority: Authority
+    sni: str | None
+    key: UpstreamKey
+    failure: UpstreamError | None = None
+    tls_version: str = ""
+    cert_subject: str = ""
+    fix_commands: list[str] | None = None
+
+
+def _subject(tls: ssl.SSLObject | None) -> str:
+    if tls is None:
+        return ""
+    cert = tls.getpeercert()
+    if not cert:
+        return ""
+    parts = []
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            parts.append(f"{name}={value}")
+    return ", ".join(parts)
+
+
+def _san_names(tls: ssl.SSLObject | None) -> tuple[str, ...]:
+    if tls is None:
+        return ()
+    cert = tls.getpeercert() or {}
+    return tuple(str(v) for k, v in cert.get("subjectAltName", ()) if k == "DNS")
+
+
+class Session:
+    """Serves one accepted client connection until it closes."""
+
+    def __init__(self, runtime: Runtime, conn: Connection) -> None:
+        self.rt = runtime
+        self.conn = conn
+        self.events: deque[RequestEvent] = deque()
+        self.reader = RequestReader(runtime.config.limits)
+        self.busy = False
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def _next(self, timeout: float) -> RequestEvent | None:
+        """The next request event, reading more as needed; None at end of stream."""
+        while not self.events:
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await self.conn.read()
+            except TimeoutError:
+                raise ProtocolError(408, "the client sent nothing in time") from None
+            if not data:
+                return None
+            self.events.extend(self.reader.feed(data))
+        return self.events.popleft()
+
+    def _send(self, data: bytes) -> None:
+        if self.conn.closed:
+            raise _ClientGone
+        self.conn.write(data)
+
+    async def _flush(self) -> None:
+        if self.conn.writing_paused:
+            try:
+                await self.conn.drain()
+            except ConnectionError:
+                raise _ClientGone from None
+
+    def _record(self) -> LogRecord:
+        ip, port = self.conn.peer
+        return LogRecord(member=self.rt.member, client_ip=ip, client_port=port)
+
+    def _finish(self, rec: LogRecord, started: float) -> None:
+        rec.time_taken_ms = int((time.monotonic() - started) * 1000)
+        self.rt.log.submit(rec)
+
+    def _fail(
+        self,
+        rec: LogRecord,
+        status_code: int,
+        detail: str,
+        *,
+        keep_alive: bool = False,
+        head_only: bool = False,
+        fix: list[str] | None = None,
+    ) -> None:
+        st = lookup(status_code)
+        page = writer.error_response(
+            st,
+            detail=detail,
+            url=rec.url,
+            request_id=rec.request_id,
+            fix_commands=fix,
+            keep_alive=keep_alive,
+            head_only=head_only,
+        )
+        rec.status = status_code
+        rec.error_info = detail
+        if rec.action == "Allowed":
+            rec.action = "Failed"
+        if not self.conn.closed:
+            self.conn.write(page)
+            rec.bytes_sent += len(page)
+
+    # -- main loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.rt.sessions.add(self)
+        try:
+            await self._serve_requests(None)
+        except _ClientGone:
+            pass
+        except (ConnectionError, ssl.SSLError) as exc:
+            log.debug("client %s: %s", self.conn.peer, exc)
+        finally:
+            self.rt.sessions.discard(self)
+            self.rt.idle_sessions.discard(self)
+            self.conn.close()
+
+    async def _serve_requests(self, tunnel: Tunnel | None) -> None:
+        timeouts = self.rt.config.timeouts
+        while not self.rt.draining:
+            self.busy = False
+            self.rt.idle_sessions.add(self)
+            try:
+                ev = await self._next(timeouts.client_idle)
+            except ProtocolError:
+                return  # idle keep-alive connection timed out: close quietly
+            finally:
+                self.rt.idle_sessions.discard(self)
+            self.busy = True
+            if ev is None:
+                return
+            started = time.monotonic()
+            rec = self._record()
+            if isinstance(ev, ParseFailed):
+                rec.protocol = "https-inspect" if tunnel else "http"
+                self._fail(rec, ev.error.status, ev.error.message)
+                self._finish(rec, started)
+                return
+            if not isinstance(ev, RequestHead):
+                return
+            if not await self._request(ev, tunnel, rec, started):
+                return
+
+    async def _request(
+        self, head: RequestHead, tunnel: Tunnel | None, rec: LogRecord, started: float
+    ) -> bool:
+        """Serve one request; True if the client connection stays open for another."""
+        rec.method = head.method.decode("latin-1")
+        rec.agent = (get_one(head.headers, b"user-agent") or b"").decode("latin-1")
+        rec.referrer = (get_one(head.headers, b"referer") or b"").decode("latin-1")
+        if head.connect is not None:
+            if tunnel is not None:
+                rec.protocol = "https-inspect"
+                self._fail(rec, 400, "CONNECT inside an inspected connection is not supported")
+                self._finish(rec, started)
+                return False
+            await self._connect(head, head.connect, rec, started)
+            return False
+
+        if tunnel is not None:
+            authority, scheme, path = tunnel.authority, "https", head.raw_target
+            host_header = get_one(head.headers, b"host") or str(authority).encode()
+            key = tunnel.key
+            rec.protocol = "https-inspect"
+            rec.inspection = "inspect"
+            rec.tls_version = tunnel.tls_version
+            rec.upstream_cert_subject = tunnel.cert_subject
+            rec.url = f"https://{host_header.decode('latin-1')}{path.decode('latin-1')}"
+        else:
+            assert head.target is not None
+            authority, scheme, path = head.target.authority, head.target.scheme, head.target.path
+            host_header = head.target.host_header()
+            sni = None if authority.is_ip else authority.host
+            key = UpstreamKey(scheme, authority.host, authority.port, sni)
+            rec.protocol = "http" if scheme == "http" else "https"
+            rec.url = head.target.url
+        rec.dest_host, rec.dest_port = authority.host, authority.port
+
+        if tunnel is not None and tunnel.failure is not None:
+            fail = tunnel.failure
+            await self._discard_body(head)
+            self._fail(
+                rec,
+                fail.status,
+                fail.message,
+                keep_alive=head.keep_alive,
+                head_only=head.method == b"HEAD",
+                fix=tunnel.fix_commands,
+            )
+            if fail.status == 12229:
+                rec.inspection = "deny"
+                rec.inspection_reason = inspection.CLIENT_CERT_REASON
+                rec.action = "Denied"
+            self._finish(rec, started)
+            return head.keep_alive
+
+        up_head = writer.upstream_request_head(
+            head, path=path, host=host_header, framing=head.framing
+        )
+        return await self._forward(head, up_head, key, authority, rec, started)
+
+    async def _discard_body(self, head: RequestHead) -> None:
+        timeout = self.rt.config.timeouts.body_idle
+        while True:
+            ev = await self._next(timeout)
+            if ev is None or isinstance(ev, MessageEnd | ParseFailed | TunnelData):
+                return
+
+    # -- forwarding ---------------------------------------------------------------------------
+    async def _upstream(self, key: UpstreamKey, authority: Authority) -> tuple[Connection, bool]:
+        """A pooled connection (reused=True) or a new one, verified when TLS."""
+        pooled = self.rt.pool.get(key)
+        if pooled is not None:
+            return pooled, True
+        t = self.rt.config.timeouts
+        up = await connect(authority, t.connect)
+        if key.scheme == "https":
+            try:
+                await self._upstream_tls(up, key.sni or authority.host)
+            except BaseException:
+                up.abort()
+                raise
+            if client_cert_requested(up.tls):
+                # The server asks for a certificate on a connection we meant to inspect.
+                up.abort()
+                if self.rt.config.inspection.on_client_certificate == "tunnel":
+                    self.rt.learn(authority.host, authority.port, inspection.CLIENT_CERT_REASON)
+                raise UpstreamError(12229, f"{authority} requested a client certificate")
+        return up, False
+
+    async def _upstream_tls(self, up: Connection, server_hostname: str) -> None:
+        """TLS handshake with the server (detection hook on), then drop the hook."""
+        ctx = self.rt.upstream_tls
+        try:
+            await up.start_tls(
+                ctx.probe_context,
+                server_side=False,
+                server_hostname=server_hostname,
+                timeout=self.rt.config.timeouts.connect,
+            )
+        except TimeoutError:
+            raise UpstreamError(10060, f"TLS handshake with {server_hostname} timed out") from None
+        except ssl.SSLError as exc:
+            if client_cert_requested(up.tls):
+                raise UpstreamError(
+                    12229, f"{server_hostname} requires a client certificate"
+                ) from None
+            raise UpstreamError(classify_tls_error(exc), verification_detail(exc)) from None
+        except ConnectionError as exc:
+            raise UpstreamError(
+                10054, f"{server_hostname} closed the TLS handshake: {exc}"
+            ) from None
+        tls = up.tls
+        if tls is not None:
+            tls.context = ctx.data_context  # the hook costs ~35% CPU on bulk data
+
+    async def _forward(
+        self,
+        head: RequestHead,
+        up_head: bytes,
+        key: UpstreamKey,
+        authority: Authority,
+        rec: LogRecord,
+        started: float,
+    ) -> bool:
+        attempts = 2 if head.framing is Framing.NONE else 1
+        for attempt in range(attempts):
+            try:
+                up, reused = await self._upstream(key, authority)
+            except UpstreamError as exc:
+                if exc.status == 12229:
+                    rec.inspection = "deny"
+                    rec.inspection_reason = inspection.CLIENT_CERT_REASON
+                    rec.action = "Denied"
+                await self._finish_request_body(head)
+                self._fail(rec, exc.status, exc.message, keep_alive=False)
+                self._finish(rec, started)
+                return False
+            rec.dest_ip = up.peer[0]
+            up.write(up_head)
+            rec.bytes_received += len(up_head)
+            result = await self._relay(
+                head, up, key, rec, retry_ok=reused and attempt + 1 < attempts
+            )
+            if result is not None:
+                self._finish(rec, started)
+                return result
+            # The pooled connection was closed by the server before it answered: retry.
+        return False
+
+    async def _finish_request_body(self, head: RequestHead) -> None:
+        if head.framing is Framing.NONE:
+            ev = await self._next(self.rt.config.timeouts.body_idle)
+            if not isinstance(ev, MessageEnd):
+                raise _ClientGone
+        else:
+            await self._discard_body(head)
+
+    async def _send_body(self, up: Connection, chunked: bool, rec: LogRecord) -> None:
+        timeout = self.rt.config.timeouts.body_idle
+        while True:
+            ev = await self._next(timeout)
+            if ev is None:
+                raise _ClientGone
+            if isinstance(ev, BodyData):
+                up.write(writer.chunk(ev.data) if chunked else ev.data)
+                rec.bytes_received += len(ev.data)
+                if up.writing_paused:
+                    await up.drain()
+            elif isinstance(ev, MessageEnd):
+                if chunked:
+                    up.write(writer.LAST_CHUNK)
+                return
+            elif isinstance(ev, ParseFailed):
+                raise ev.error
+            else:
+                raise _ClientGone
+
+    async def _relay(
+        self, head: RequestHead, up: Connection, key: UpstreamKey, rec: LogRecord, *, retry_ok: bool
+    ) -> bool | None:
+        """Relay the response; True/False = keep the client; None = retry on a new connection."""
+        t = self.rt.config.timeouts
+        body_task: asyncio.Task[None] | None = None
+        if head.framing is Framing.NONE:
+            ev = await self._next(t.body_idle)
+            if not isinstance(ev, MessageEnd):
+                up.abort()
+                raise _ClientGone
+        else:
+            body_task = asyncio.create_task(
+                self._send_body(up, head.framing is Framing.CHUNKED, rec)
+            )
+        rr = ResponseReader(self.rt.config.limits, head.method)
+        client_framing = Framing.NONE
+        keep_client = False
+        sent_head = False
+        got_bytes = False
+        out: list[bytes] = []
+        final: ResponseHead | None = None
+        timeout = t.upstream_response
+        try:
+            while not rr.done:
+                try:
+                    async with asyncio.timeout(timeout):
+                        data = await up.read()
+                except TimeoutError:
+                    if not sent_head:
+                        self._fail(rec, 504, f"{rec.dest_host} did not answer within {timeout:g} s")
+                        return False
+                    raise _ClientGone from None
+                if data:
+                    got_bytes = True
+                elif not got_bytes and retry_ok and body_task is None:
+                    up.abort()
+                    return None
+                for ev in rr.feed(data) if data else rr.feed_eof():
+                    if isinstance(ev, ResponseHead):
+                        if ev.status < 200:
+                            if ev.status != 101 and head.version >= (1, 1):
+                                out.append(writer.interim_response(ev))
+                            continue
+                        final = ev
+                        timeout = t.body_idle
+                        upgrade = ev.status == 101
+                        if ev.framing is Framing.CHUNKED or ev.framing is Framing.CLOSE:
+                            chunked_ok = head.version >= (1, 1)
+                            client_framing = Framing.CHUNKED if chunked_ok else Framing.CLOSE
+                        else:
+                            client_framing = ev.framing
+                        keep_client = (
+                            head.keep_alive
+                            and client_framing is not Framing.CLOSE
+                            and not self.rt.draining
+                            and not upgrade
+                        )
+                        out.append(
+                            writer.client_response_head(
+                                ev,
+                                framing=client_framing,
+                                keep_alive=keep_client,
+                                client_version=head.version,
+                                upgrade=upgrade and head.upgrade is not None,
+                            )
+                        )
+                        sent_head = True
+                        rec.status = ev.status
+                        rec.object_source = OBJECT_SOURCE_INTERNET
+                        ctype = get_one(ev.headers, b"content-type")
+                        if ctype:
+                            rec.mime_type = ctype.split(b";")[0].strip().decode("latin-1")
+                    elif isinstance(ev, BodyData):
+                        rec.bytes_sent += len(ev.data)
+                        out.append(
+                            writer.chunk(ev.data) if client_framing is Framing.CHUNKED else ev.data
+                        )
+                    elif isinstance(ev, MessageEnd):
+                        if client_framing is Framing.CHUNKED:
+                            out.append(writer.LAST_CHUNK)
+                    elif isinstance(ev, TunnelData):
+                        if final is not None and final.status == 101 and head.upgrade:
+                            self._send(b"".join(out))
+                            out.clear()
+                            up.unread(ev.data)
+                            await self._websocket(up, rec)
+                            return False
+                    elif isinstance(ev, ParseFailed):
+                        if not sent_head:
+                            self._fail(rec, ev.error.status, ev.error.message)
+                            return False
+                        raise _ClientGone
+                if out:
+                    data_out = out[0] if len(out) == 1 else b"".join(out)
+                    out.clear()
+                    self._send(data_out)
+                    await self._flush()
+            if body_task is not None:
+                if not body_task.done():
+                    # The server answered before reading the whole body: the client's
+                    # remaining bytes cannot be resynchronised.
+                    keep_client = False
+                    body_task.cancel()
+                    up.abort()
+                    return False
+                await body_task
+            if final is not None and final.keep_alive and not rr.leftover and not up.at_eof:
+                self.rt.pool.put(key, up)
+            else:
+                up.close()
+            return keep_client
+        except BaseException:
+            up.abort()
+            if body_task is not None and not body_task.done():
+                body_task.cancel()
+            raise
+
+    async def _websocket(self, up: Connection, rec: LogRecord) -> None:
+        """After a 101: the connection is the application's; splice both ways."""
+        await self.conn.splice(up)
+        rec.bytes_sent += up.bytes_in
+        rec.bytes_received += up.bytes_out
+
+    # -- CONNECT ----------------------------------------------------------------------------
+    async def _connect(
+        self, head: RequestHead, authority: Authority, rec: LogRecord, started: float
+    ) -> None:
+        rt = self.rt
+        t = rt.config.timeouts
+        settings = rt.config.inspection
+        rec.method = "CONNECT"
+        rec.url = str(authority)
+        rec.dest_host, rec.dest_port = authority.host, authority.port
+        rec.protocol = "SSL-tunnel"
+        # The bytes after the CONNECT head already belong to the tunnel.
+        for ev in self.events:
+            if isinstance(ev, TunnelData):
+                self.conn.unread(ev.data)
+        self.events.clear()
+        facts = inspection.ConnectFacts(self.conn.peer[0], authority.host, authority.port)
+        decision = inspection.decide_connect(
+            settings,
+            facts,
+            inspection_enabled=rt.inspection_enabled,
+            learned=rt.learned.get(authority.host, authority.port),
+        )
+        if isinstance(decision, inspection.Tunnel):
+            if decision.reason.startswith("learned"):
+                rt.learn(authority.host, authority.port, inspection.CLIENT_CERT_REASON)
+            await self._tunnel(authority, rec, started, decision.reason, hello=b"")
+            return
+
+        known = rt.is_known_inspectable(authority.host, authority.port)
+        up: Connection | None = None
+        if not known:
+            try:
+                up = await connect(authority, t.connect)
+            except UpstreamError as exc:
+                self._fail(rec, exc.status, exc.message)
+                self._finish(rec, started)
+                return
+        self._send(writer.connect_established())
+        try:
+            hello = await self._read_client_hello()
+        except NotTLS:
+            # Not TLS (e.g. plain HTTP or another protocol over CONNECT): nothing to inspect.
+            if up is not None:
+                up.abort()
+            await self._tunnel(authority, rec, started, "the client did not start TLS", hello=b"")
+            return
+        except (MalformedClientHello, ProtocolError, TimeoutError, _ClientGone) as exc:
+            if up is not None:
+                up.abort()
+            rec.protocol = "https-inspect"
+            rec.status, rec.action = 12903, "Failed"
+            rec.error_info = f"no valid TLS ClientHello from the client: {exc}"
+            self._finish(rec, started)
+            return
+
+        sni = hello.sni
+        server_name = sni or authority.host
+        key = UpstreamKey(
+            "https",
+            authority.host,
+            authority.port,
+            sni or (None if authority.is_ip else authority.host),
+        )
+        tun = Tunnel(authority, sni, key)
+        if up is None and not rt.pool.has_idle(key):
+            try:
+                up = await connect(authority, t.connect)
+            except UpstreamError as exc:
+                tun.failure = exc
+        if up is not None:
+            probe = await self._probe(up, server_name, tun)
+            if probe is not None:
+                after = inspection.decide_after_probe(settings, facts, probe)
+                if isinstance(after, inspection.Tunnel):
+                    up.abort()
+                    if after.learn:
+                        rt.learn(authority.host, authority.port, after.reason)
+                    rec.inspection_reason = after.reason
+                    await self._tunnel(
+                        authority, rec, started, after.reason, hello=hello.raw + hello.rest
+                    )
+                    return
+                if isinstance(after, inspection.Deny):
+                    up.abort()
+                    up = None
+                    tun.failure = UpstreamError(after.status, after.reason)
+                    tun.fix_commands = inspection.fix_commands(self.conn.peer[0], authority.host)
+        await self._inspect(authority, hello, tun, up, rec, started)
+
+    async def _read_client_hello(self) -> ClientHello:
+        chr_ = ClientHelloReader()
+        timeout = self.rt.config.timeouts.client_header
+        async with asyncio.timeout(timeout):
+            while True:
+                data = await self.conn.read()
+                if not data:
+                    raise _ClientGone
+                hello = chr_.feed(data)
+                if hello is not None:
+                    return hello
+
+    async def _probe(
+        self, up: Connection, server_name: str, tun: Tunnel
+    ) -> inspection.ProbeResult | None:
+        """Handshake with the server first; None when the connection failed outright."""
+        try:
+            await self._upstream_tls(up, server_name)
+        except UpstreamError as exc:
+            requested = client_cert_requested(up.tls)
+            up.abort()
+            if exc.status == 12229 or requested:
+                return inspection.ProbeResult(client_cert_requested=True, sni=tun.sni)
+            tun.failure = exc
+            return inspection.ProbeResult(
+                client_cert_requested=False, certificate_status=exc.status, sni=tun.sni
+            )
+        tun.tls_version = tls_version(up.tls)
+        tun.cert_subject = _subject(up.tls)
+        return inspection.ProbeResult(
+            client_cert_requested=client_cert_requested(up.tls),
+            certificate_names=_san_names(up.tls),
+            sni=tun.sni,
+        )
+
+    async def _inspect(
+        self,
+        authority: Authority,
+        hello: ClientHello,
+        tun: Tunnel,
+        up: Connection | None,
+        rec: LogRecord,
+        started: float,
+    ) -> None:
+        rt = self.rt
+        leaf_name = tun.sni or authority.host
+        try:
+            ctx = rt.minter.context_for(leaf_name)
+        except ValueError as exc:
+            if up is not None:
+                up.abort()
+            rec.protocol = "https-inspect"
+            self._finish_failed(rec, started, 12903, f"cannot issue a certificate: {exc}")
+            return
+        try:
+            await self.conn.start_tls(
+                ctx,
+                server_side=True,
+                initial=hello.raw + hello.rest,
+                timeout=rt.config.timeouts.client_header,
+            )
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            if up is not None:
+                up.abort()
+            rec.protocol = "https-inspect"
+            self._finish_failed(
+                rec,
+                started,
+                12903,
+                f"TLS handshake with the client failed ({exc}); does the client trust "
+                "tlsgate's CA? ('tlsgate ca export')",
+            )
+            return
+        if up is not None and tun.failure is None:
+            rt.pool.put(tun.key, up)
+            rt.mark_inspectable(authority.host, authority.port)
+        elif up is not None:
+            up.abort()
+        self.reader = RequestReader(rt.config.limits, in_tunnel=True)
+        self.events.clear()
+        await self._serve_requests(tun)
+
+    def _finish_failed(self, rec: LogRecord, started: float, status: int, why: str) -> None:
+        rec.status, rec.action, rec.error_info = status, "Failed", why
+        self._finish(rec, started)
+
+    async def _tunnel(
+        self, authority: Authority, rec: LogRecord, started: float, reason: str, *, hello: bytes
+    ) -> None:
+        """A plain byte tunnel.  ``hello`` is the client's ClientHello when already read
+        (and 200 already sent): it goes to a fresh server connection unchanged."""
+        rec.protocol = "SSL-tunnel"
+        rec.inspection = "tunnel"
+        rec.inspection_reason = reason
+        try:
+            up = await connect(authority, self.rt.config.timeouts.connect)
+        except UpstreamError as exc:
+            if hello:
+                self._finish_failed(rec, started, exc.status, exc.message)
+            else:
+                self._fail(rec, exc.status, exc.message)
+                self._finish(rec, started)
+            return
+        rec.dest_ip = up.peer[0]
+        if not hello:
+            self._send(writer.connect_established())
+        else:
+            up.write(hello)
+        rec.status = 200
+        await self.conn.splice(up)
+        rec.bytes_received += up.bytes_out
+        rec.bytes_sent += up.bytes_in
+        self._finish(rec, started)
