@@ -24,7 +24,9 @@ from tlsgate.log.query import LogQuery, parse_since, parse_source, run_query
 from tlsgate.log.record import LogRecord
 
 HOSTS = [f"www{i}.example{i % 50}.com" for i in range(500)] + [
-    "login.microsoftonline.com", "graph.microsoft.com", "updates.example.org",
+    "login.microsoftonline.com",
+    "graph.microsoft.com",
+    "updates.example.org",
 ]
 STATUSES = [200] * 80 + [304] * 8 + [404] * 5 + [502, 12229, 12202, 10061, 11001, 12226, 403, 500]
 RULES = ["Allow web", "Allow web", "Allow web", "Block social", "Anonymous Access To Web"]
@@ -40,32 +42,34 @@ def synthetic(
         status = rnd.choice(STATUSES)
         host = rnd.choice(HOSTS)
         https = rnd.random() < 0.7
-        out.append(LogRecord(
-            request_id=f"{base + i:016x}",
-            time=start + step * i,
-            member="gw1",
-            client_ip=f"10.{rnd.randrange(4)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}",
-            client_port=rnd.randrange(1024, 65535),
-            user="anonymous",
-            agent="Mozilla/5.0 (X11; Linux x86_64)",
-            dest_host=host,
-            dest_ip=f"192.0.2.{rnd.randrange(1, 255)}",
-            dest_port=443 if https else 80,
-            time_taken_ms=rnd.randrange(1, 2000),
-            bytes_sent=rnd.randrange(200, 200_000),
-            bytes_received=rnd.randrange(100, 2_000),
-            protocol="https-inspect" if https else "http",
-            method="GET",
-            url=f"{'https' if https else 'http'}://{host}/path/{i % 1000}",
-            mime_type="text/html",
-            object_source=4 if status < 1000 else 0,
-            status=status,
-            rule=rnd.choice(RULES),
-            source_network="Internal",
-            dest_network="External",
-            action="Allowed" if status < 400 else ("Denied" if status == 12202 else "Failed"),
-            inspection="inspect" if https else "none",
-        ))
+        out.append(
+            LogRecord(
+                request_id=f"{base + i:016x}",
+                time=start + step * i,
+                member="gw1",
+                client_ip=f"10.{rnd.randrange(4)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}",
+                client_port=rnd.randrange(1024, 65535),
+                user="anonymous",
+                agent="Mozilla/5.0 (X11; Linux x86_64)",
+                dest_host=host,
+                dest_ip=f"192.0.2.{rnd.randrange(1, 255)}",
+                dest_port=443 if https else 80,
+                time_taken_ms=rnd.randrange(1, 2000),
+                bytes_sent=rnd.randrange(200, 200_000),
+                bytes_received=rnd.randrange(100, 2_000),
+                protocol="https-inspect" if https else "http",
+                method="GET",
+                url=f"{'https' if https else 'http'}://{host}/path/{i % 1000}",
+                mime_type="text/html",
+                object_source=4 if status < 1000 else 0,
+                status=status,
+                rule=rnd.choice(RULES),
+                source_network="Internal",
+                dest_network="External",
+                action="Allowed" if status < 400 else ("Denied" if status == 12202 else "Failed"),
+                inspection="inspect" if https else "none",
+            )
+        )
     return out
 
 
@@ -77,8 +81,7 @@ def fill(sink: SqliteLogSink, total: int, batch: int = 50_000) -> float:
     done = 0
     while done < total:
         n = min(batch, total - done)
-        records = synthetic(n, start + span * done / total, span * n / total, seed=done,
-                            base=done)
+        records = synthetic(n, start + span * done / total, span * n / total, seed=done, base=done)
         sink.write(records)
         done += n
     return time.perf_counter() - t0
@@ -107,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         have = sink.count()
         if have < args.records:
             secs = fill(sink, args.records - have)
-            print(f"filled {args.records - have:,} records in {secs:.1f} s "
-                  f"({(args.records - have) / secs:,.0f} records/s)\n", file=sys.stderr)
+            print(
+                f"filled {args.records - have:,} records in {secs:.1f} s "
+                f"({(args.records - have) / secs:,.0f} records/s)\n",
+                file=sys.stderr,
+            )
         sink.close()  # PRAGMA optimize, as the writer does on shutdown
         sink = SqliteLogSink(path)
         total = sink.count()
@@ -120,16 +126,18 @@ def main(argv: list[str] | None = None) -> int:
             ("--source 10.1.0.0/16", LogQuery(source=parse_source("10.1.0.0/16"))),
             ("--source 10.0.0.0/8", LogQuery(source=parse_source("10.0.0.0/8"))),
             ("--source 10.2.3.4", LogQuery(source=parse_source("10.2.3.4"))),
-            ("--host login.microsoftonline.com",
-             LogQuery(host="login.microsoftonline.com")),
+            ("--host login.microsoftonline.com", LogQuery(host="login.microsoftonline.com")),
             ("--host *.example7.com", LogQuery(host="*.example7.com")),
             ("--since 10m", LogQuery(since=parse_since("10m"), limit=None)),
             ("--since 10m --limit 100", LogQuery(since=parse_since("10m"))),
             ("--rule 'Block social'", LogQuery(rule="Block social")),
             ("--user anonymous --status 404", LogQuery(user="anonymous", status=(404,))),
-            ("--status 12229 --source 10.0.0.0/8 --since 1d",
-             LogQuery(status=(12229,), source=parse_source("10.0.0.0/8"),
-                      since=parse_since("1d"))),
+            (
+                "--status 12229 --source 10.0.0.0/8 --since 1d",
+                LogQuery(
+                    status=(12229,), source=parse_source("10.0.0.0/8"), since=parse_since("1d")
+                ),
+            ),
             ("request id (log show)", LogQuery(request_id=f"{total // 2:016x}", limit=1)),
         ]
         print(f"SQLite log with {total:,} records; median of {args.rounds} runs.\n")

@@ -132,7 +132,7 @@ def test_w3c_header_names_tmg_fields_then_own_x_fields() -> None:
     names = lines[3].split()[1:]
     assert names[:6] == ["c-ip", "cs-username", "c-agent", "sc-authenticated", "date", "time"]
     assert "sc-status" in names and "FilterInfo" in names and "action" in names
-    own = names[names.index("action") + 1:]
+    own = names[names.index("action") + 1 :]
     assert own and all(n.startswith("x-") for n in own)
     # Every record field appears in the W3C line.
     assert {f for _, f in W3C_FIELDS} == set(FIELDS)
@@ -169,9 +169,7 @@ def test_w3c_date_and_time_are_utc() -> None:
     assert (row["date"], row["time"]) == ("2013-12-20", "17:44:55")
 
 
-_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30
-)
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
 
 
 @settings(max_examples=200, deadline=None)
@@ -179,9 +177,15 @@ _text = st.text(
 def test_w3c_and_json_round_trip_any_text(
     agent: str, user: str, rule: str, reason: str, subject: str, mime: str
 ) -> None:
-    rec = seed_record(agent=agent, user=user, rule=rule, inspection_reason=reason,
-                      upstream_cert_subject=subject, mime_type=mime,
-                      time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    rec = seed_record(
+        agent=agent,
+        user=user,
+        rule=rule,
+        inspection_reason=reason,
+        upstream_cert_subject=subject,
+        mime_type=mime,
+        time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
     assert from_dict(json.loads(to_json(rec))) == rec
     [row] = parse_w3c(w3c_header() + to_w3c(rec))
     assert LogRecord(**w3c_to_record_values(row)) == rec  # type: ignore[arg-type]
@@ -191,8 +195,18 @@ def test_w3c_and_json_round_trip_any_text(
 
 
 def parse_squid(line: str) -> dict[str, str]:
-    names = ["time", "elapsed", "client", "action_code", "size", "method", "url", "user",
-             "hierarchy", "type"]
+    names = [
+        "time",
+        "elapsed",
+        "client",
+        "action_code",
+        "size",
+        "method",
+        "url",
+        "user",
+        "hierarchy",
+        "type",
+    ]
     parts = line.split()
     assert len(parts) == len(names), line
     return dict(zip(names, parts, strict=True))
@@ -214,15 +228,27 @@ def test_squid_line_of_a_denied_inspected_request() -> None:
 
 
 def test_squid_codes_for_tunnel_miss_and_failure() -> None:
-    tunnel = seed_record(action="Allowed", protocol="SSL-tunnel", status=200, method="CONNECT",
-                         url="login.microsoftonline.com:443", inspection="tunnel")
+    tunnel = seed_record(
+        action="Allowed",
+        protocol="SSL-tunnel",
+        status=200,
+        method="CONNECT",
+        url="login.microsoftonline.com:443",
+        inspection="tunnel",
+    )
     row = parse_squid(to_squid(tunnel))
     assert row["action_code"] == "TCP_TUNNEL/200"
     assert row["url"] == "login.microsoftonline.com:443"
     assert row["hierarchy"] == "HIER_DIRECT/127.0.0.9"
 
-    miss = seed_record(action="Allowed", status=200, object_source=4,
-                       mime_type="text/html; charset=utf-8", authenticated=True, user="alice")
+    miss = seed_record(
+        action="Allowed",
+        status=200,
+        object_source=4,
+        mime_type="text/html; charset=utf-8",
+        authenticated=True,
+        user="alice",
+    )
     row = parse_squid(to_squid(miss))
     assert row["action_code"] == "TCP_MISS/200"
     assert row["type"] == "text/html;%20charset=utf-8"
@@ -245,8 +271,19 @@ def render(obj: object) -> str:
 def test_table_shows_the_log_viewer_columns() -> None:
     text = render(table([seed_record(), seed_record(status=200, action="Allowed")]))
     header = text.splitlines()[0]
-    for col in ("Time (UTC)", "Source", "Destination", "Protocol", "Method", "URL", "Status",
-                "Rule", "User", "ms", "Request ID"):
+    for col in (
+        "Time (UTC)",
+        "Source",
+        "Destination",
+        "Protocol",
+        "Method",
+        "URL",
+        "Status",
+        "Rule",
+        "User",
+        "ms",
+        "Request ID",
+    ):
         assert col in header
     assert "2013-12-20 17:44:55" in text
     assert "10.0.0.5:51234" in text

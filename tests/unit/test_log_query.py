@@ -39,9 +39,17 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogDatabase]:
 
 def r(name: str, **kw: object) -> LogRecord:
     values: dict[str, object] = dict(
-        request_id=name, time=NOW, client_ip="10.1.2.3", client_port=40000,
-        dest_host="www.example.com", dest_port=443, status=200, rule="Allow web",
-        user="anonymous", method="GET", protocol="https-inspect",
+        request_id=name,
+        time=NOW,
+        client_ip="10.1.2.3",
+        client_port=40000,
+        dest_host="www.example.com",
+        dest_port=443,
+        status=200,
+        rule="Allow web",
+        user="anonymous",
+        method="GET",
+        protocol="https-inspect",
         url="https://www.example.com/",
     )
     values.update(kw)
@@ -50,16 +58,47 @@ def r(name: str, **kw: object) -> LogRecord:
 
 SAMPLE = [
     r("a", time=NOW - timedelta(hours=3)),
-    r("b", status=12229, client_ip="10.1.9.9", dest_host="login.microsoftonline.com",
-      rule="Anonymous Access To Web", action="Denied", time=NOW - timedelta(hours=2)),
-    r("c", status=12202, client_ip="192.168.5.1", dest_host="Api.Example.com",
-      rule="Block social", action="Denied", time=NOW - timedelta(minutes=30)),
-    r("d", client_ip="2001:db8::7", dest_host="example.com", user="alice",
-      authenticated=True, time=NOW - timedelta(minutes=5)),
-    r("e", status=502, client_ip="10.200.0.1", dest_host="notexample.com",
-      time=NOW - timedelta(minutes=1)),
-    r("f", status=10061, client_ip="not-an-ip", dest_host="deep.api.example.com",
-      action="Failed", time=NOW),
+    r(
+        "b",
+        status=12229,
+        client_ip="10.1.9.9",
+        dest_host="login.microsoftonline.com",
+        rule="Anonymous Access To Web",
+        action="Denied",
+        time=NOW - timedelta(hours=2),
+    ),
+    r(
+        "c",
+        status=12202,
+        client_ip="192.168.5.1",
+        dest_host="Api.Example.com",
+        rule="Block social",
+        action="Denied",
+        time=NOW - timedelta(minutes=30),
+    ),
+    r(
+        "d",
+        client_ip="2001:db8::7",
+        dest_host="example.com",
+        user="alice",
+        authenticated=True,
+        time=NOW - timedelta(minutes=5),
+    ),
+    r(
+        "e",
+        status=502,
+        client_ip="10.200.0.1",
+        dest_host="notexample.com",
+        time=NOW - timedelta(minutes=1),
+    ),
+    r(
+        "f",
+        status=10061,
+        client_ip="not-an-ip",
+        dest_host="deep.api.example.com",
+        action="Failed",
+        time=NOW,
+    ),
 ]
 
 
@@ -87,11 +126,20 @@ def ids(records: list[LogRecord]) -> list[str]:
         (LogQuery(user="alice"), ["d"]),
         (LogQuery(since=NOW - timedelta(minutes=10)), ["d", "e", "f"]),
         (LogQuery(until=NOW - timedelta(hours=1)), ["a", "b"]),
-        (LogQuery(since=NOW - timedelta(hours=2, minutes=30),
-                  until=NOW - timedelta(minutes=2)), ["b", "c", "d"]),
+        (
+            LogQuery(since=NOW - timedelta(hours=2, minutes=30), until=NOW - timedelta(minutes=2)),
+            ["b", "c", "d"],
+        ),
         (LogQuery(request_id="c"), ["c"]),
-        (LogQuery(status=(200,), source=parse_source("10.0.0.0/8"),
-                  since=NOW - timedelta(hours=4), rule="Allow web"), ["a"]),
+        (
+            LogQuery(
+                status=(200,),
+                source=parse_source("10.0.0.0/8"),
+                since=NOW - timedelta(hours=4),
+                rule="Allow web",
+            ),
+            ["a"],
+        ),
         (LogQuery(status=(404,)), []),
     ],
     ids=lambda v: repr(v) if not isinstance(v, LogQuery) else None,
@@ -102,11 +150,18 @@ def test_filters(db: LogDatabase, query: LogQuery, expected: list[str]) -> None:
 
 
 def test_records_round_trip_through_the_store(db: LogDatabase) -> None:
-    rich = r("x", time=datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC),
-             agent="curl/8.5 ünï", authenticated=True, bytes_sent=5 * 2**32,
-             cache_info=0x40000000, inspection="tunnel",
-             inspection_reason="server requested a client certificate",
-             tls_version="TLSv1.3", upstream_cert_subject="CN=x")
+    rich = r(
+        "x",
+        time=datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC),
+        agent="curl/8.5 ünï",
+        authenticated=True,
+        bytes_sent=5 * 2**32,
+        cache_info=0x40000000,
+        inspection="tunnel",
+        inspection_reason="server requested a client certificate",
+        tls_version="TLSv1.3",
+        upstream_cert_subject="CN=x",
+    )
     db.write([rich])
     got = find_request(db, "x")
     assert got == rich
@@ -174,7 +229,7 @@ def test_postgres_outage_raises_store_error_then_recovers(
     db.write([r("before")])
     postgres.stop()
     try:
-        with pytest.raises(StoreError, match="log store postgresql://.*cannot"):
+        with pytest.raises(StoreError, match=r"log store postgresql://.*cannot"):
             db.write([r("during")])
     finally:
         postgres.start()
@@ -201,5 +256,5 @@ def test_parse_source() -> None:
     assert str(parse_source("10.1.2.3")) == "10.1.2.3/32"
     assert str(parse_source("10.1.2.3/8")) == "10.0.0.0/8"
     assert str(parse_source("2001:db8::1/32")) == "2001:db8::/32"
-    with pytest.raises(UsageError, match="'10.0.0.0/33' is not an IP address or network"):
+    with pytest.raises(UsageError, match=r"'10\.0\.0\.0/33' is not an IP address or network"):
         parse_source("10.0.0.0/33")

@@ -19,8 +19,14 @@ from tlsgate.log.writer import LogWriter, Retention
 
 
 def rec(i: int, **kw: object) -> LogRecord:
-    return LogRecord(client_ip="10.0.0.1", dest_host=f"h{i}.example", status=200,
-                     url=f"http://h{i}.example/", method="GET", **kw)  # type: ignore[arg-type]
+    return LogRecord(
+        client_ip="10.0.0.1",
+        dest_host=f"h{i}.example",
+        status=200,
+        url=f"http://h{i}.example/",
+        method="GET",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 class RecordingSink:
@@ -35,8 +41,9 @@ class RecordingSink:
     def write(self, records: Sequence[LogRecord]) -> None:
         self.batches.append(list(records))
 
-    def prune(self, *, max_age: timedelta | None, max_rows: int | None,
-              now: datetime | None = None) -> int:
+    def prune(
+        self, *, max_age: timedelta | None, max_rows: int | None, now: datetime | None = None
+    ) -> int:
         return 0
 
     def close(self) -> None:
@@ -135,8 +142,15 @@ def test_sink_down_buffers_to_the_bound_then_drops_and_counts(
     caplog.set_level(logging.WARNING, logger="tlsgate.log")
 
     async def main() -> None:
-        writer = LogWriter([db], max_buffer=100, batch_size=10, flush_interval=0.01,
-                           backoff_initial=0.01, backoff_max=0.05, warn_interval=3600)
+        writer = LogWriter(
+            [db],
+            max_buffer=100,
+            batch_size=10,
+            flush_interval=0.01,
+            backoff_initial=0.01,
+            backoff_max=0.05,
+            warn_interval=3600,
+        )
         writer.start()
         for i in range(250):
             writer.submit(rec(i))
@@ -157,8 +171,7 @@ def test_sink_down_buffers_to_the_bound_then_drops_and_counts(
     drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     # The first drop warns at once; the rest within the interval are reported at stop.
     assert drops == [
-        "web proxy log: 1 records dropped because the log store is slow or down "
-        "(buffer limit 100)",
+        "web proxy log: 1 records dropped because the log store is slow or down (buffer limit 100)",
         "web proxy log: 149 records dropped because the log store is slow or down "
         "(buffer limit 100)",
     ]
@@ -172,8 +185,15 @@ def test_drop_warning_reports_each_interval_once(caplog: pytest.LogCaptureFixtur
     caplog.set_level(logging.WARNING, logger="tlsgate.log")
 
     async def main() -> None:
-        writer = LogWriter([sink], max_buffer=5, batch_size=5, flush_interval=0.01,
-                           backoff_initial=0.01, backoff_max=0.01, warn_interval=3600)
+        writer = LogWriter(
+            [sink],
+            max_buffer=5,
+            batch_size=5,
+            flush_interval=0.01,
+            backoff_initial=0.01,
+            backoff_max=0.01,
+            warn_interval=3600,
+        )
         writer.start()
         for i in range(1000):
             writer.submit(rec(i))
@@ -249,13 +269,15 @@ def test_w3c_sink_retention_deletes_old_day_files(tmp_path: Path) -> None:
         sink.write([rec(days, time=now - timedelta(days=days))])
     assert sink.prune(max_age=timedelta(days=30), max_rows=None, now=now) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "tlsgate-20261026.w3c", "tlsgate-20261124.w3c", "tlsgate-20261125.w3c",
+        "tlsgate-20261026.w3c",
+        "tlsgate-20261124.w3c",
+        "tlsgate-20261125.w3c",
     ]
 
 
 def test_w3c_sink_unwritable_raises_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(StoreError, match="W3C log .*cannot write"):
+    with pytest.raises(StoreError, match=r"W3C log .*cannot write"):
         W3CFileSink(tmp_path / "file").write([rec(1)])
 
 

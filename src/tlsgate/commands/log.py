@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+from rich.console import Console
 
 from tlsgate.commands.common import console, err_console, home_option, store_option
 from tlsgate.config.home import Home, resolve_home
@@ -65,15 +66,28 @@ class _Source(click.ParamType[ipaddress.IPv4Network | ipaddress.IPv6Network]):
 class _Printer:
     """Writes records in one output format; the table and W3C header print once."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, *, follow: bool) -> None:
         self.fmt = fmt
+        self.follow = follow
         self.started = False
+        # Into a pipe or file, do not cut lines at 80 columns.
+        self.console = (
+            console
+            if console.is_terminal
+            else Console(highlight=False, width=240, file=click.get_text_stream("stdout"))
+        )
 
     def print(self, records: list[LogRecord]) -> None:
         if self.fmt == "table":
             if records:
-                width = console.width if console.is_terminal else 220
-                console.print(table(records, header=not self.started), width=width)
+                self.console.print(
+                    table(
+                        records,
+                        header=not self.started,
+                        width=self.console.width,
+                        fixed=self.follow,
+                    )
+                )
                 self.started = True
             return
         if self.fmt == "w3c" and not self.started:
@@ -172,7 +186,7 @@ def log(
 
 def show_log(db: LogDatabase, query: LogQuery, *, fmt: str, follow_new: bool) -> None:
     """Print the matching records, then (``follow_new``) new ones until Ctrl-C."""
-    printer = _Printer(fmt)
+    printer = _Printer(fmt, follow=follow_new)
     last = latest_id(db)
     records = run_query(db, query, up_to_id=last)
     printer.print(records)

@@ -261,51 +261,105 @@ def _endpoint(host: str, ip: str, port: int) -> str:
     return f"{where}:{port}" if port else where
 
 
+# (name, widest useful width, narrowest width when the terminal is too narrow)
 TABLE_COLUMNS: Final = (
-    ("Time (UTC)", 19),
-    ("Source", 21),
-    ("Destination", 30),
-    ("Protocol", 13),
-    ("Method", 7),
-    ("URL", 40),
-    ("Status", 28),
-    ("Rule", 16),
-    ("User", 10),
-    ("ms", 6),
-    ("Request ID", 16),
+    ("Time (UTC)", 19, 19),
+    ("Source", 21, 15),
+    ("Destination", 32, 12),
+    ("Protocol", 13, 8),
+    ("Method", 7, 4),
+    ("URL", 60, 12),
+    ("Status", 40, 12),
+    ("Rule", 20, 6),
+    ("User", 12, 6),
+    ("ms", 7, 3),
+    ("Request ID", 16, 16),
+)
+# Which columns give up width first when the table does not fit.
+_SHRINK_ORDER: Final = (
+    "URL",
+    "Status",
+    "Destination",
+    "Rule",
+    "User",
+    "Source",
+    "Protocol",
+    "Method",
+    "ms",
 )
 
 
-def table(records: Iterable[LogRecord], *, header: bool = True) -> Table:
-    """A terminal table like TMG's log viewer.
+def _table_rows(records: Iterable[LogRecord]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for r in records:
+        rows.append(
+            (
+                f"{r.time.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+                f"{r.client_ip}:{r.client_port}" if r.client_port else r.client_ip,
+                _endpoint(r.dest_host, "", r.dest_port),
+                r.protocol,
+                r.method,
+                r.url,
+                status_text(r.status),
+                r.rule or "-",
+                r.user or "-",
+                str(r.time_taken_ms),
+                r.request_id,
+            )
+        )
+    return rows
 
-    Column widths are fixed so that tables printed one after another (``--follow``)
-    line up.  The request id is last: ``tlsgate log show ID`` takes it.
+
+def _widths(rows: list[tuple[str, ...]], width: int, fit: bool) -> list[int]:
+    want = []
+    for i, (name, widest, _) in enumerate(TABLE_COLUMNS):
+        content = max([len(name), *(len(row[i]) for row in rows)]) if fit else widest
+        want.append(min(widest, content))
+    excess = sum(want) + len(want) - 1 - width
+    names = [c[0] for c in TABLE_COLUMNS]
+    for name in _SHRINK_ORDER:
+        if excess <= 0:
+            break
+        i = names.index(name)
+        give = min(excess, max(0, want[i] - TABLE_COLUMNS[i][2]))
+        want[i] -= give
+        excess -= give
+    return want
+
+
+def table(
+    records: Iterable[LogRecord], *, header: bool = True, width: int = 200, fixed: bool = False
+) -> Table:
+    """A terminal table like TMG's log viewer, at most ``width`` columns wide if it can.
+
+    Columns fit their content; when the terminal is too narrow, long columns (URL and
+    status text first) end in an ellipsis.  ``fixed`` sizes columns for the widest
+    values instead, so that tables printed one after another (``--follow``) line up.
+    The request id is last and never cut: ``tlsgate log show ID`` takes it.
     """
-    t = Table(show_header=header, box=None, pad_edge=False, header_style="bold")
-    for name, width in TABLE_COLUMNS:
+    records = list(records)
+    rows = _table_rows(records)
+    widths = _widths(rows, width, fit=not fixed)
+    t = Table(
+        show_header=header,
+        box=None,
+        pad_edge=False,
+        header_style="bold",
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    for (name, _, _), w in zip(TABLE_COLUMNS, widths, strict=True):
         t.add_column(
             name,
-            width=width,
+            width=w,
             no_wrap=True,
             overflow="ellipsis",
             justify="right" if name == "ms" else "left",
         )
-    for r in records:
-        style = {"Denied": "red", "Failed": "yellow"}.get(r.action, "")
-        t.add_row(
-            f"{r.time.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
-            f"{r.client_ip}:{r.client_port}" if r.client_port else r.client_ip,
-            _endpoint(r.dest_host, "", r.dest_port),
-            r.protocol,
-            r.method,
-            r.url,
-            Text(status_text(r.status), style=style),
-            r.rule or "-",
-            r.user or "-",
-            str(r.time_taken_ms),
-            r.request_id,
-        )
+    styles = {"Denied": "red", "Failed": "yellow"}
+    for r, row in zip(records, rows, strict=True):
+        style = styles.get(r.action, "")
+        t.add_row(*row[:6], Text(row[6], style=style), *row[7:])
     return t
 
 
