@@ -234,7 +234,9 @@ def test_several_sinks_each_get_every_record_once(tmp_path: Path) -> None:
     day2 = day1 + timedelta(seconds=2)
 
     async def main() -> None:
-        writer = LogWriter([db, w3c, flaky], flush_interval=0.01, backoff_initial=0.01)
+        writer = LogWriter(
+            [db, w3c, flaky], flush_interval=0.01, backoff_initial=0.01, retention=None
+        )
         writer.start()
         writer.submit(rec(1, time=day1))
         writer.submit(rec(2, time=day2))

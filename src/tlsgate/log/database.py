@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import socket
 import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -51,19 +53,25 @@ _BIGINT_FIELDS: Final = frozenset({"bytes_sent", "bytes_received"})
 # ``dest_host_rev`` serves both exact and ``*.suffix`` host filters.
 INDEXED: Final = ("status", "client_ip_key", "dest_host_rev", "rule", "user_name")
 
+_FIELD_VALUES: Final = attrgetter(*FIELDS)
 _INSERT_COLUMNS: Final = (*COLUMNS.values(), "client_ip_key", "dest_host_rev")
 _SELECT_COLUMNS: Final = ", ".join(("id", *COLUMNS.values()))
 
 
+_V4_MAPPED: Final = b"\0" * 10 + b"\xff\xff"
+
+
 def ip_key(ip: str) -> bytes | None:
     """16 bytes ordering like the address (IPv4 mapped into IPv6); None if not an IP."""
+    # inet_pton is ~10x faster than ipaddress and this runs once per logged request.
     try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+        return _V4_MAPPED + socket.inet_pton(socket.AF_INET, ip)
+    except OSError:
+        pass
+    try:
+        return socket.inet_pton(socket.AF_INET6, ip)
+    except OSError:
         return None
-    if addr.version == 4:
-        return b"\0" * 10 + b"\xff\xff" + addr.packed
-    return addr.packed
 
 
 def network_key_range(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[bytes, bytes]:
@@ -105,7 +113,7 @@ class LogDatabase:
         raise NotImplementedError
 
     def _row(self, r: LogRecord) -> tuple[Any, ...]:
-        values = [getattr(r, f) for f in FIELDS]
+        values = list(_FIELD_VALUES(r))
         values[1] = self.time_param(r.time)
         values.append(ip_key(r.client_ip))
         values.append(reverse_host(r.dest_host))

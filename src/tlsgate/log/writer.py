@@ -46,6 +46,9 @@ class Retention:
     """Seconds between two retention runs (the first runs at start)."""
 
 
+DEFAULT_RETENTION = Retention()
+
+
 class LogWriter:
     """Buffers records and writes them to ``sinks`` in batches (see module docstring)."""
 
@@ -56,7 +59,7 @@ class LogWriter:
         max_buffer: int = 100_000,
         batch_size: int = 2_000,
         flush_interval: float = 1.0,
-        retention: Retention | None = None,
+        retention: Retention | None = DEFAULT_RETENTION,
         warn_interval: float = 60.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
