@@ -35,6 +35,11 @@ fi
 say "installing tlsgate from $(pwd) with $("$PYTHON" -V 2>&1)"
 "$PYTHON" -m pip install "${pip_args[@]}" .
 
+# pyenv-managed Pythons reach new console scripts through shims made by a rehash.
+if command -v pyenv >/dev/null 2>&1; then
+    pyenv rehash || true
+fi
+
 bindir="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 say "installed: $bindir/tlsgate"
 case ":$PATH:" in

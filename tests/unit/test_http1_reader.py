@@ -98,7 +98,9 @@ def test_chunked_body():
 
 
 def test_connect_authority_and_tunnel_bytes():
-    events = request_events(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01")
+    events = request_events(
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01"
+    )
     head = events[0]
     assert isinstance(head, RequestHead) and head.connect is not None
     assert (head.connect.host, head.connect.port) == ("example.com", 443)
@@ -153,10 +155,16 @@ def test_data_after_connection_close_serves_first_request():
         (b"CONNECT u@a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", 400),
         (b"POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-        (b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\nContent-Length: 1\r\n\r\nx", 400),
+        (
+            b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\nContent-Length: 1\r\n\r\nx",
+            400,
+        ),
         (b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
         (b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n", 400),
-        (b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (
+            b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400,
+        ),
         (b"GET http://a/ HTTP/1.1\nHost: a\n\n", 400),  # bare LF
         (b"GET http://a/ HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),  # obs-fold
         (b"GET http://a/ HTTP/1.1\r\nHost : a\r\n\r\n", 400),
@@ -186,7 +194,11 @@ def test_header_size_limit_is_431():
 
 def test_header_count_limit_is_431():
     limits = Limits(max_header_count=10)
-    raw = b"GET http://a/ HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(20)) + b"\r\n"
+    raw = (
+        b"GET http://a/ HTTP/1.1\r\nHost: a\r\n"
+        + b"".join(b"X-%d: 1\r\n" % i for i in range(20))
+        + b"\r\n"
+    )
     assert failure(raw, limits=limits) == 431
 
 
@@ -200,18 +212,25 @@ def test_unterminated_huge_head_fed_in_pieces_is_refused():
 
 def test_long_chunk_extension_is_refused():
     reader = RequestReader(Limits(max_chunk_line_bytes=256))
-    events = reader.feed(b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    events = reader.feed(
+        b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     events += reader.feed(b"5;" + b"x=y;" * 1000 + b"\r\nhello\r\n")
     assert any(isinstance(e, ParseFailed) and e.error.status == 400 for e in events)
 
 
 def test_request_body_limit():
     reader = RequestReader(Limits(max_request_body_bytes=10))
-    assert failure(
-        b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
-        limits=Limits(max_request_body_bytes=10),
-    ) == 12239
-    events = reader.feed(b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert (
+        failure(
+            b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
+            limits=Limits(max_request_body_bytes=10),
+        )
+        == 12239
+    )
+    events = reader.feed(
+        b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     events += reader.feed(b"b\r\nhello world\r\n0\r\n\r\n")
     assert any(isinstance(e, ParseFailed) and e.error.status == 12239 for e in events)
 
@@ -271,7 +290,9 @@ def test_truncated_response_is_an_error():
 
 
 def test_bad_response_is_502():
-    _, events = response_events(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    _, events = response_events(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    )
     assert isinstance(events[-1], ParseFailed) and events[-1].error.status == 502
 
 

@@ -37,7 +37,7 @@ def home_option(func: F) -> F:
 
 
 def store_option(func: F) -> F:
-    """``--store URL``: the configuration store (``postgresql://…``); default the embedded SQLite."""
+    """``--store URL``: the configuration store (``postgresql://…``); default: embedded SQLite."""
 
     @click.option(
         "--store",

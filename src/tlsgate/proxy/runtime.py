@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -109,7 +110,7 @@ class Runtime:
         self.pool = UpstreamPool(idle_timeout=config.timeouts.upstream_idle_pooled)
         self.revision = 0
 
-    def _upstream_trust(self, config: TlsgateConfig) -> tuple[object, bool]:
+    def _upstream_trust(self, config: TlsgateConfig) -> tuple[Path | None, bool]:
         up = self._upstream_override or config.upstream
         return up.ca_file, up.use_system_trust
 

@@ -69,8 +69,8 @@ def _subject(tls: ssl.SSLObject | None) -> str:
         return ""
     parts = []
     for rdn in cert.get("subject", ()):
-        for name, value in rdn:
-            parts.append(f"{name}={value}")
+        for attr in rdn:
+            parts.append(f"{attr[0]}={attr[1]}")
     return ", ".join(parts)
 
 
@@ -78,7 +78,8 @@ def _san_names(tls: ssl.SSLObject | None) -> tuple[str, ...]:
     if tls is None:
         return ()
     cert = tls.getpeercert() or {}
-    return tuple(str(v) for k, v in cert.get("subjectAltName", ()) if k == "DNS")
+    sans = cert.get("subjectAltName", ())
+    return tuple(str(entry[1]) for entry in sans if entry[0] == "DNS")
 
 
 class Session:
@@ -406,20 +407,20 @@ class Session:
                 elif not got_bytes and retry_ok and body_task is None:
                     up.abort()
                     return None
-                for ev in rr.feed(data) if data else rr.feed_eof():
-                    if isinstance(ev, ResponseHead):
-                        if ev.status < 200:
-                            if ev.status != 101 and head.version >= (1, 1):
-                                out.append(writer.interim_response(ev))
+                for rev in rr.feed(data) if data else rr.feed_eof():
+                    if isinstance(rev, ResponseHead):
+                        if rev.status < 200:
+                            if rev.status != 101 and head.version >= (1, 1):
+                                out.append(writer.interim_response(rev))
                             continue
-                        final = ev
+                        final = rev
                         timeout = t.body_idle
-                        upgrade = ev.status == 101
-                        if ev.framing is Framing.CHUNKED or ev.framing is Framing.CLOSE:
+                        upgrade = rev.status == 101
+                        if rev.framing is Framing.CHUNKED or rev.framing is Framing.CLOSE:
                             chunked_ok = head.version >= (1, 1)
                             client_framing = Framing.CHUNKED if chunked_ok else Framing.CLOSE
                         else:
-                            client_framing = ev.framing
+                            client_framing = rev.framing
                         keep_client = (
                             head.keep_alive
                             and client_framing is not Framing.CLOSE
@@ -428,7 +429,7 @@ class Session:
                         )
                         out.append(
                             writer.client_response_head(
-                                ev,
+                                rev,
                                 framing=client_framing,
                                 keep_alive=keep_client,
                                 client_version=head.version,
@@ -436,29 +437,29 @@ class Session:
                             )
                         )
                         sent_head = True
-                        rec.status = ev.status
+                        rec.status = rev.status
                         rec.object_source = OBJECT_SOURCE_INTERNET
-                        ctype = get_one(ev.headers, b"content-type")
+                        ctype = get_one(rev.headers, b"content-type")
                         if ctype:
                             rec.mime_type = ctype.split(b";")[0].strip().decode("latin-1")
-                    elif isinstance(ev, BodyData):
-                        rec.bytes_sent += len(ev.data)
+                    elif isinstance(rev, BodyData):
+                        rec.bytes_sent += len(rev.data)
                         out.append(
-                            writer.chunk(ev.data) if client_framing is Framing.CHUNKED else ev.data
+                            writer.chunk(rev.data) if client_framing is Framing.CHUNKED else rev.data
                         )
-                    elif isinstance(ev, MessageEnd):
+                    elif isinstance(rev, MessageEnd):
                         if client_framing is Framing.CHUNKED:
                             out.append(writer.LAST_CHUNK)
-                    elif isinstance(ev, TunnelData):
+                    elif isinstance(rev, TunnelData):
                         if final is not None and final.status == 101 and head.upgrade:
                             self._send(b"".join(out))
                             out.clear()
-                            up.unread(ev.data)
+                            up.unread(rev.data)
                             await self._websocket(up, rec)
                             return False
-                    elif isinstance(ev, ParseFailed):
+                    elif isinstance(rev, ParseFailed):
                         if not sent_head:
-                            self._fail(rec, ev.error.status, ev.error.message)
+                            self._fail(rec, rev.error.status, rev.error.message)
                             return False
                         raise _ClientGone
                 if out:

@@ -1,0 +1,39 @@
+"""Fixtures for end-to-end tests through a real tlsgate process."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers.pki import TestPKI
+from tests.peers.tlsgate import TlsgateProcess
+
+
+@pytest.fixture(scope="module")
+def proxy(pki: TestPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsgateProcess]:
+    """A tlsgate member with default settings that trusts the test CA upstream."""
+    p = TlsgateProcess(tmp_path_factory.mktemp("tlsgate"), upstream_ca=pki.ca_cert)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def trust_both(proxy: TlsgateProcess, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA bundle with tlsgate's CA and the test CA (tunnelled servers show their own)."""
+    bundle = tmp_path_factory.mktemp("bundle") / "both.pem"
+    bundle.write_bytes(proxy.ca_cert.read_bytes() + pki.ca_cert.read_bytes())
+    return bundle
+
+
+def curl(*args: str, proxy: TlsgateProcess | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    cmd = ["curl", "-sS", "--max-time", str(timeout)]
+    if proxy is not None:
+        cmd += ["-x", proxy.proxy_url]
+    cmd += list(args)
+    return subprocess.run(cmd, capture_output=True, timeout=timeout + 5)
