@@ -11,6 +11,8 @@ import sys
 import click
 
 from tlsgate import __version__
+from tlsgate.commands.ca import ca
+from tlsgate.commands.log import log
 from tlsgate.commands.serve import serve
 from tlsgate.errors import TlsgateError
 
@@ -21,7 +23,8 @@ def cli() -> None:
     """tlsgate: a forward web proxy that inspects HTTPS and knows when it must not."""
 
 
-cli.add_command(serve)
+for command in (serve, ca, log):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,14 +24,18 @@ def proxy(pki: TestPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tl
 
 
 @pytest.fixture(scope="module")
-def trust_both(proxy: TlsgateProcess, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trust_both(
+    proxy: TlsgateProcess, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A CA bundle with tlsgate's CA and the test CA (tunnelled servers show their own)."""
     bundle = tmp_path_factory.mktemp("bundle") / "both.pem"
     bundle.write_bytes(proxy.ca_cert.read_bytes() + pki.ca_cert.read_bytes())
     return bundle
 
 
-def curl(*args: str, proxy: TlsgateProcess | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+def curl(
+    *args: str, proxy: TlsgateProcess | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
     cmd = ["curl", "-sS", "--max-time", str(timeout)]
     if proxy is not None:
         cmd += ["-x", proxy.proxy_url]

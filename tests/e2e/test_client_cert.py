@@ -22,13 +22,22 @@ DENY_TEXT = (
 
 def with_cert(client_cert, bundle, url, proxy, *extra):
     return curl(
-        "--cert", str(client_cert.cert), "--key", str(client_cert.key), "--cacert", str(bundle),
-        *extra, url, proxy=proxy,
+        "--cert",
+        str(client_cert.cert),
+        "--key",
+        str(client_cert.key),
+        "--cacert",
+        str(bundle),
+        *extra,
+        url,
+        proxy=proxy,
     )
 
 
 @pytest.mark.parametrize("block", ["mtls_tls12", "mtls_tls13", "mtls_optional"])
-def test_tunnel_on_first_request_with_client_certificate(proxy, nginx, client_cert, trust_both, block):
+def test_tunnel_on_first_request_with_client_certificate(
+    proxy, nginx, client_cert, trust_both, block
+):
     r = with_cert(client_cert, trust_both, nginx.url(block, "/echo"), proxy)
     assert r.returncode == 0, r.stderr
     echo = parse_echo(r.stdout.decode())
@@ -50,8 +59,18 @@ def test_deny_mode_explains_and_names_the_fix(pki, nginx, client_cert, tmp_path)
     home = tmp_path / "home"
     home.mkdir()
     with TlsgateProcess(home, upstream_ca=pki.ca_cert, extra_args=["--config", str(cfg)]) as p:
-        r = curl("-i", "--cert", str(client_cert.cert), "--key", str(client_cert.key),
-                 "--cacert", str(p.ca_cert), nginx.url("mtls_tls13", "/echo"), proxy=p)
+        r = curl(
+            "-i",
+            "--suppress-connect-headers",
+            "--cert",
+            str(client_cert.cert),
+            "--key",
+            str(client_cert.key),
+            "--cacert",
+            str(p.ca_cert),
+            nginx.url("mtls_tls13", "/echo"),
+            proxy=p,
+        )
         out = r.stdout.decode()
         assert out.startswith("HTTP/1.1 502 Proxy Error"), out[:300]
         assert "X-Tlsgate-Status: 12229" in out

@@ -49,9 +49,10 @@ def strict_context(cafile: Path) -> ssl.SSLContext:
 def test_valid_certificate_passes_strict_verification(nginx: NginxServer, pki: TestPKI) -> None:
     for server_hostname in ("localhost", "127.0.0.1"):
         block = nginx.block("tls")
-        with socket.create_connection((block.host, block.port)) as raw, strict_context(
-            pki.ca_cert
-        ).wrap_socket(raw, server_hostname=server_hostname) as tls:
+        with (
+            socket.create_connection((block.host, block.port)) as raw,
+            strict_context(pki.ca_cert).wrap_socket(raw, server_hostname=server_hostname) as tls,
+        ):
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
 
@@ -107,9 +108,7 @@ def test_files_are_served_byte_for_byte(nginx: NginxServer, pki: TestPKI, name: 
     "name",
     ["expired", "not_yet_valid", "wrong_name", "self_signed", "untrusted", "no_server_auth_eku"],
 )
-def test_curl_rejects_bad_server_certificates(
-    nginx: NginxServer, pki: TestPKI, name: str
-) -> None:
+def test_curl_rejects_bad_server_certificates(nginx: NginxServer, pki: TestPKI, name: str) -> None:
     result = curl("--cacert", str(pki.ca_cert), nginx.url(name, "/1k.bin"))
     assert result.returncode == 60, result.stderr
     # With verification off the same server does answer: only the certificate is wrong.
@@ -154,9 +153,7 @@ def test_mtls_with_certificate_reports_the_client(
 def test_tls_versions_are_enforced(nginx: NginxServer, pki: TestPKI) -> None:
     too_new = curl("--cacert", str(pki.ca_cert), "--tlsv1.3", nginx.url("mtls_tls12", "/"))
     assert too_new.returncode == 35  # handshake failure
-    too_old = curl(
-        "--cacert", str(pki.ca_cert), "--tls-max", "1.2", nginx.url("mtls_tls13", "/")
-    )
+    too_old = curl("--cacert", str(pki.ca_cert), "--tls-max", "1.2", nginx.url("mtls_tls13", "/"))
     assert too_old.returncode == 35
 
 
@@ -193,23 +190,42 @@ def test_put_then_get_roundtrip(nginx: NginxServer, pki: TestPKI, tmp_path: Path
     payload.write_bytes(nginx.content("/1m.bin")[::-1])
     url = nginx.url("tls", "/upload/smoke/deep/payload.bin")
     code = curl_ok(
-        "--cacert", str(pki.ca_cert), "--upload-file", str(payload), "--write-out",
-        "%{http_code}", "--output", "/dev/null", url,
+        "--cacert",
+        str(pki.ca_cert),
+        "--upload-file",
+        str(payload),
+        "--write-out",
+        "%{http_code}",
+        "--output",
+        "/dev/null",
+        url,
     )
     assert code in (b"201", b"204")
     assert nginx.uploaded("/upload/smoke/deep/payload.bin") == payload.read_bytes()
     assert curl_ok("--cacert", str(pki.ca_cert), url) == payload.read_bytes()
     deleted = curl_ok(
-        "--cacert", str(pki.ca_cert), "--request", "DELETE", "--write-out", "%{http_code}",
-        "--output", "/dev/null", url,
+        "--cacert",
+        str(pki.ca_cert),
+        "--request",
+        "DELETE",
+        "--write-out",
+        "%{http_code}",
+        "--output",
+        "/dev/null",
+        url,
     )
     assert deleted == b"204"
 
 
 @pytest.mark.parametrize("code", [200, 204, 304, 404, 500, 502, 503])
 def test_status_endpoints(nginx: NginxServer, code: int) -> None:
-    got = curl_ok("--write-out", "%{http_code}", "--output", "/dev/null",
-                  nginx.url("plain", f"/status/{code}"))
+    got = curl_ok(
+        "--write-out",
+        "%{http_code}",
+        "--output",
+        "/dev/null",
+        nginx.url("plain", f"/status/{code}"),
+    )
     assert got == str(code).encode()
 
 

@@ -48,8 +48,16 @@ def test_httpx_client_through_proxy(proxy, nginx):
 
 def test_via_added_and_hop_by_hop_removed(proxy, nginx):
     r = curl(
-        "-H", "Connection: X-Secret", "-H", "X-Secret: 1", "-H", "Keep-Alive: timeout=5",
-        "-H", "Proxy-Connection: keep-alive", nginx.url("plain", "/echo"), proxy=proxy,
+        "-H",
+        "Connection: X-Secret",
+        "-H",
+        "X-Secret: 1",
+        "-H",
+        "Keep-Alive: timeout=5",
+        "-H",
+        "Proxy-Connection: keep-alive",
+        nginx.url("plain", "/echo"),
+        proxy=proxy,
     )
     echo = parse_echo(r.stdout.decode())
     assert "tlsgate" in echo["via"]
@@ -74,7 +82,10 @@ def subprocess_chunked_put(proxy, url, body):
 
     return subprocess.run(
         ["curl", "-sS", "-x", proxy.proxy_url, "-H", "Transfer-Encoding: chunked", "-T", "-", url],
-        input=body, capture_output=True, timeout=30, check=True,
+        input=body,
+        capture_output=True,
+        timeout=30,
+        check=True,
     )
 
 
@@ -82,7 +93,15 @@ def test_expect_100_continue(proxy, nginx, tmp_path):
     body = os.urandom(200_000)
     f = tmp_path / "e.bin"
     f.write_bytes(body)
-    r = curl("-v", "-H", "Expect: 100-continue", "-T", str(f), nginx.url("plain", "/upload/e.bin"), proxy=proxy)
+    r = curl(
+        "-v",
+        "-H",
+        "Expect: 100-continue",
+        "-T",
+        str(f),
+        nginx.url("plain", "/upload/e.bin"),
+        proxy=proxy,
+    )
     assert r.returncode == 0
     assert b"HTTP/1.1 100 Continue" in r.stderr
     assert nginx.uploaded("/upload/e.bin") == body
@@ -113,7 +132,9 @@ def test_keep_alive_reuses_client_connection(proxy, nginx):
     url = nginx.url("plain", "/1k.bin")
     r = curl("-v", url, url, url, proxy=proxy)
     assert r.returncode == 0
-    assert r.stderr.count(b"Re-using existing connection") + r.stderr.count(b"Reusing existing") >= 2
+    assert (
+        r.stderr.count(b"Re-using existing connection") + r.stderr.count(b"Reusing existing") >= 2
+    )
 
 
 @pytest.mark.parametrize(

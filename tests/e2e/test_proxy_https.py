@@ -16,11 +16,24 @@ from tests.peers.tlsgate import TlsgateProcess
 def served_certificate(proxy: TlsgateProcess, host: str, port: int) -> x509.Certificate:
     """The certificate the client sees for host:port through the proxy (openssl s_client)."""
     out = subprocess.run(
-        ["openssl", "s_client", "-proxy", f"127.0.0.1:{proxy.port}", "-connect", f"{host}:{port}",
-         "-servername", host, "-showcerts"],
-        input=b"", capture_output=True, timeout=20,
+        [
+            "openssl",
+            "s_client",
+            "-proxy",
+            f"127.0.0.1:{proxy.port}",
+            "-connect",
+            f"{host}:{port}",
+            "-servername",
+            host,
+            "-showcerts",
+        ],
+        input=b"",
+        capture_output=True,
+        timeout=20,
     ).stdout
-    pem = out[out.index(b"-----BEGIN CERTIFICATE-----"): out.index(b"-----END CERTIFICATE-----") + 25]
+    pem = out[
+        out.index(b"-----BEGIN CERTIFICATE-----") : out.index(b"-----END CERTIFICATE-----") + 25
+    ]
     return x509.load_pem_x509_certificate(pem)
 
 
@@ -70,7 +83,14 @@ def test_requests_inside_inspected_connection_are_proxied(proxy, nginx, tmp_path
     ],
 )
 def test_upstream_certificate_problems_get_a_page_inside_tls(proxy, nginx, block, status, words):
-    r = curl("-i", "--cacert", str(proxy.ca_cert), nginx.url(block, "/1k.bin"), proxy=proxy)
+    r = curl(
+        "-i",
+        "--suppress-connect-headers",
+        "--cacert",
+        str(proxy.ca_cert),
+        nginx.url(block, "/1k.bin"),
+        proxy=proxy,
+    )
     assert r.returncode == 0, r.stderr  # the client's TLS with tlsgate succeeded
     out = r.stdout.decode()
     assert out.startswith("HTTP/1.1 502"), out[:300]
