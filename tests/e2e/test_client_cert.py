@@ -77,3 +77,57 @@ def test_deny_mode_explains_and_names_the_fix(pki, nginx, client_cert, tmp_path)
         assert DENY_TEXT in out
         assert "tlsgate inspection except source add 127.0.0.1" in out
         assert "tlsgate inspection except destination add 127.0.0.1" in out
+
+
+@pytest.mark.parametrize("block", ["mtls_tls12", "mtls_tls13"])
+def test_probe_reports_the_request_and_the_decision(nginx, pki, tlsgate_home, block):
+    import json
+
+    from tests.peers.tlsgate import cli
+
+    r = cli(
+        tlsgate_home,
+        "probe",
+        f"localhost:{nginx.port(block)}",
+        "--upstream-ca",
+        str(pki.ca_cert),
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["client_cert_requested"] is True
+    assert any("tlsgate test CA" in name for name in report["acceptable_cas"])
+    assert report["verified"] is True
+    assert report["tls_version"] == ("TLSv1.2" if block.endswith("12") else "TLSv1.3")
+    assert report["chain"][0]["san"][:1] == ["localhost"]
+    assert report["decision"] == {
+        "action": "tunnel",
+        "reason": "server requested a client certificate",
+    }
+    human = cli(
+        tlsgate_home, "probe", f"localhost:{nginx.port(block)}", "--upstream-ca", str(pki.ca_cert)
+    )
+    assert (
+        "client certificate: requested" in human.stdout and "tlsgate would: tunnel" in human.stdout
+    )
+
+
+def test_probe_shows_certificate_errors(nginx, pki, tlsgate_home):
+    import json
+
+    from tests.peers.tlsgate import cli
+
+    r = cli(
+        tlsgate_home,
+        "probe",
+        f"localhost:{nginx.port('expired')}",
+        "--upstream-ca",
+        str(pki.ca_cert),
+        "--json",
+    )
+    report = json.loads(r.stdout)
+    assert report["verified"] is False and report["status"] == 12225
+    assert report["chain"], "the chain is shown even when it does not verify"
+    assert report["decision"]["action"] == "inspect"
+    bad = cli(tlsgate_home, "probe", "no port:x")
+    assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
