@@ -512,6 +512,13 @@ class LeafMinter:
 
         ``ValueError`` when ``name`` is not a valid host name or IP address.
         """
+        # Fast path: cache keys are normalised names, and normalising is idempotent, so
+        # a name found as-is needs no validation (most clients send lower-case SNI).
+        ctx = self._contexts.get(name)
+        if ctx is not None:
+            self._contexts.move_to_end(name)
+            self.cache_hits += 1
+            return ctx
         key, ip = normalize_server_name(name)
         ctx = self._contexts.get(key)
         if ctx is not None:
