@@ -17,11 +17,12 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages the test peers need. Debian 12's "nginx" package has the dav, sub
 # and ssl modules built in (checked below), which the nginx test peer uses.
-APT_PACKAGES=(nginx postgresql curl openssl ca-certificates python3 python3-pip)
+APT_PACKAGES=(nginx apache2 postgresql curl openssl ca-certificates python3 python3-pip)
 
 missing_programs() {
     local missing=()
     [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    [ -x /usr/sbin/apache2 ] || missing+=(apache2)
     compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.peers.apache import ApacheServer
 from tests.peers.nginx import NginxServer
 from tests.peers.pki import CertPair, TestPKI
 from tests.peers.postgres import PostgresServer
@@ -126,3 +127,17 @@ def tlsgate_home(tmp_path: Path) -> Path:
     home = tmp_path / "tlsgate-home"
     home.mkdir()
     return home
+
+
+# -- Apache httpd (late client-certificate requests) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def apache(pki: TestPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheServer]:
+    """Apache with ``SSLVerifyClient require`` for /secure only; see tests/peers/apache.py."""
+    server = ApacheServer(tmp_path_factory.mktemp("apache"), pki.preset("valid"), pki.ca_cert)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

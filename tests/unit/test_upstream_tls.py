@@ -235,15 +235,18 @@ def test_no_request_no_flag(pki: TestPKI, upstream: UpstreamTLS, version: ssl.TL
 
 
 @pytest.mark.parametrize("version", [TLS12, TLS13])
-def test_data_context_has_no_hook(
+def test_data_context_also_detects_for_late_requests(
     pki: TestPKI, upstream: UpstreamTLS, version: ssl.TLSVersion
 ) -> None:
+    # Pooled connections keep the hook, so a renegotiation or post-handshake request
+    # for a certificate on an inspected connection is recognised (docs/ca.md).
     server = server_context(
         pki.valid(), version=version, verify_mode=ssl.CERT_OPTIONAL, client_ca=pki.ca_cert
     )
     sslobj, client_exc, _ = handshake_in_memory(upstream.data_context, server, "localhost")
     assert client_exc is None
-    assert not client_cert_requested(sslobj)
+    assert client_cert_requested(sslobj)
+    assert upstream.data_context.post_handshake_auth
 
 
 def test_flags_are_per_connection(pki: TestPKI, upstream: UpstreamTLS) -> None:
@@ -279,8 +282,11 @@ def test_probe_and_data_contexts_settings(upstream: UpstreamTLS) -> None:
         assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
         assert ctx.options & ssl.OP_NO_COMPRESSION
     assert upstream.probe_context.options & ssl.OP_NO_TICKET
-    assert upstream.probe_context._msg_callback is not None  # type: ignore[attr-defined]
-    assert upstream.data_context._msg_callback is None  # type: ignore[attr-defined]
+    import _ssl
+
+    raw = _ssl._SSLContext._msg_callback  # set raw, without ssl.py's enum wrapper
+    assert raw.__get__(upstream.probe_context) is not None
+    assert raw.__get__(upstream.data_context) is not None
 
 
 def test_self_test_reports_detection_works() -> None:

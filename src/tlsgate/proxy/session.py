@@ -303,9 +303,6 @@ class Session:
             raise UpstreamError(
                 10054, f"{server_hostname} closed the TLS handshake: {exc}"
             ) from None
-        tls = up.tls
-        if tls is not None:
-            tls.context = ctx.data_context  # the hook costs ~35% CPU on bulk data
 
     async def _forward(
         self,
@@ -317,6 +314,12 @@ class Session:
         started: float,
     ) -> bool:
         attempts = 2 if head.framing is Framing.NONE else 1
+        if head.framing is Framing.NONE:
+            # The end of a bodyless request follows its head; consume it once, here, so
+            # a retry on a fresh connection does not wait for it again.
+            ev = await self._next(self.rt.config.timeouts.body_idle)
+            if not isinstance(ev, MessageEnd):
+                raise _ClientGone
         for attempt in range(attempts):
             try:
                 up, reused = await self._upstream(key, authority)
@@ -342,11 +345,9 @@ class Session:
         return False
 
     async def _finish_request_body(self, head: RequestHead) -> None:
-        if head.framing is Framing.NONE:
-            ev = await self._next(self.rt.config.timeouts.body_idle)
-            if not isinstance(ev, MessageEnd):
-                raise _ClientGone
-        else:
+        """Read (and drop) a request body the server will not get (its end for bodyless
+        requests is consumed by ``_forward`` already)."""
+        if head.framing is not Framing.NONE:
             await self._discard_body(head)
 
     async def _send_body(self, up: Connection, chunked: bool, rec: LogRecord) -> None:
@@ -375,12 +376,7 @@ class Session:
         """Relay the response; True/False = keep the client; None = retry on a new connection."""
         t = self.rt.config.timeouts
         body_task: asyncio.Task[None] | None = None
-        if head.framing is Framing.NONE:
-            ev = await self._next(t.body_idle)
-            if not isinstance(ev, MessageEnd):
-                up.abort()
-                raise _ClientGone
-        else:
+        if head.framing is not Framing.NONE:
             body_task = asyncio.create_task(
                 self._send_body(up, head.framing is Framing.CHUNKED, rec)
             )
@@ -404,7 +400,12 @@ class Session:
                     raise _ClientGone from None
                 if data:
                     got_bytes = True
-                elif not got_bytes and retry_ok and body_task is None:
+                elif (
+                    not got_bytes
+                    and retry_ok
+                    and body_task is None
+                    and not client_cert_requested(up.tls)
+                ):
                     up.abort()
                     return None
                 for rev in rr.feed(data) if data else rr.feed_eof():
@@ -413,6 +414,9 @@ class Session:
                             if rev.status != 101 and head.version >= (1, 1):
                                 out.append(writer.interim_response(rev))
                             continue
+                        if client_cert_requested(up.tls):
+                            self._late_client_cert(rec, up)
+                            return False
                         final = rev
                         timeout = t.body_idle
                         upgrade = rev.status == 101
@@ -445,7 +449,9 @@ class Session:
                     elif isinstance(rev, BodyData):
                         rec.bytes_sent += len(rev.data)
                         out.append(
-                            writer.chunk(rev.data) if client_framing is Framing.CHUNKED else rev.data
+                            writer.chunk(rev.data)
+                            if client_framing is Framing.CHUNKED
+                            else rev.data
                         )
                     elif isinstance(rev, MessageEnd):
                         if client_framing is Framing.CHUNKED:
@@ -458,6 +464,9 @@ class Session:
                             await self._websocket(up, rec)
                             return False
                     elif isinstance(rev, ParseFailed):
+                        if not sent_head and client_cert_requested(up.tls):
+                            self._late_client_cert(rec, up)
+                            return False
                         if not sent_head:
                             self._fail(rec, rev.error.status, rev.error.message)
                             return False
@@ -486,6 +495,26 @@ class Session:
             if body_task is not None and not body_task.done():
                 body_task.cancel()
             raise
+
+    def _late_client_cert(self, rec: LogRecord, up: Connection) -> None:
+        """The server asked for a client certificate after the handshake (TLS 1.2
+        renegotiation or TLS 1.3 post-handshake auth): this request cannot be served
+        inspected.  In tunnel mode the server is learned, so the next connection tunnels."""
+        up.abort()
+        reason = (
+            f"{inspection.CLIENT_CERT_REASON} after the handshake "
+            "(renegotiation or post-handshake auth)"
+        )
+        if self.rt.config.inspection.on_client_certificate == "tunnel":
+            self.rt.learn(rec.dest_host, rec.dest_port, inspection.CLIENT_CERT_REASON)
+            detail = (
+                f"{reason}; tlsgate learned {rec.dest_host}:{rec.dest_port}: "
+                "retry and the connection is tunnelled"
+            )
+        else:
+            detail = reason
+        rec.inspection, rec.inspection_reason, rec.action = "deny", reason, "Denied"
+        self._fail(rec, 12229, detail, fix=inspection.fix_commands(rec.client_ip, rec.dest_host))
 
     async def _websocket(self, up: Connection, rec: LogRecord) -> None:
         """After a 101: the connection is the application's; splice both ways."""
