@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from tlsgate.commands.common import console, err_console, home_option, store_option
@@ -188,6 +189,16 @@ def config_import(file: Path, home: Home, store_url: str | None) -> None:
 # -- rules ---------------------------------------------------------------------------------
 
 
+def _print(renderable: Table) -> None:
+    # Into a pipe or file, do not cut tables at 80 columns.
+    out = (
+        console
+        if console.is_terminal
+        else Console(highlight=False, width=240, file=click.get_text_stream("stdout"))
+    )
+    out.print(renderable)
+
+
 def _join(items: Sequence[object]) -> str:
     return ", ".join(str(i) for i in items)
 
@@ -207,12 +218,12 @@ def rules_table(cfg: TlsgateConfig) -> Table:
             _join(r.sources),
             _join(r.destinations),
             _join(r.protocols),
-            _join(r.connect_ports),
+            _join(r.connect_ports) if r.action == "allow" else "any",
             _join(r.methods) or "any",
             _join(r.users) or "anyone",
             "yes" if r.enabled else "no",
         )
-    t.add_row("-", DEFAULT_RULE, "deny", "any", "any", "all", "-", "any", "anyone", "yes")
+    t.add_row("-", DEFAULT_RULE, "deny", "any", "any", "all", "any", "any", "anyone", "yes")
     return t
 
 
@@ -227,7 +238,7 @@ def rules_group() -> None:
 @store_option
 def rules_list(config_file: Path | None, home: Home, store_url: str | None) -> None:
     """The access rules in order, ending with the built-in Default rule."""
-    console.print(rules_table(read_config(config_file, store_url, home)))
+    _print(rules_table(read_config(config_file, store_url, home)))
 
 
 @rules_group.command("add")
@@ -368,7 +379,7 @@ def sets_group() -> None:
 @store_option
 def sets_list(config_file: Path | None, home: Home, store_url: str | None) -> None:
     """Every network and set with its entries."""
-    console.print(sets_table(read_config(config_file, store_url, home)))
+    _print(sets_table(read_config(config_file, store_url, home)))
 
 
 @sets_group.command("add")

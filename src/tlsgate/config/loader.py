@@ -151,7 +151,8 @@ def describe_validation_error(
             msg = msg[len("Value error, ") :]
         elif e["type"].endswith(("_type", "_parsing")):
             msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"{_where(source, text, loc)}: {dotted(loc) or '(top level)'}: {msg}")
+        path = f"{dotted(loc)}: " if loc else ""
+        lines.append(f"{_where(source, text, loc)}: {path}{msg}")
     return lines
 
 
@@ -237,11 +238,16 @@ def parse_config(data: Mapping[str, Any], *, source: str, text: str | None = Non
     return config
 
 
-def _toml_problem(path: Path | str, exc: tomllib.TOMLDecodeError) -> str:
+def _toml_problem(path: Path | str, exc: tomllib.TOMLDecodeError, text: str) -> str:
     msg = str(exc)
     m = _TOML_POS.search(msg)
     if m:
         return f"{path}:{m.group(1)}: not valid TOML: {msg[: m.start()]} (column {m.group(2)})"
+    if msg.endswith("(at end of document)"):
+        # Something opened (an array, a string) is never closed.
+        last = max(1, len(text.splitlines()))
+        what = msg.removesuffix("(at end of document)").strip()
+        return f"{path}:{last}: not valid TOML: {what} (at the end of the file)"
     return f"{path}: not valid TOML: {msg}"
 
 
@@ -259,7 +265,7 @@ def read_config_file(path: Path) -> tuple[str, dict[str, Any]]:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
-            _toml_problem(path, exc), fix="fix the TOML syntax at that line"
+            _toml_problem(path, exc, text), fix="fix the TOML syntax at that line"
         ) from None
 
 

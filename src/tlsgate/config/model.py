@@ -246,7 +246,7 @@ class AccessRule(_Model):
     ``*.domain`` and URL prefixes."""
     protocols: list[Protocol] = Field(default_factory=lambda: list(PROTOCOLS), min_length=1)
     connect_ports: list[int] = Field(default_factory=lambda: [443])
-    """Ports a CONNECT (HTTPS tunnel) may reach under this rule."""
+    """Ports a CONNECT (HTTPS tunnel) may reach under an allow rule (deny rules: any)."""
     methods: list[str] = Field(default_factory=list)
     """Request methods (``GET``, ``CONNECT``…); empty means any."""
     users: list[str] = Field(default_factory=list)

@@ -338,13 +338,12 @@ class AccessPolicy:
                         )
                         trace.append(self._line(r, why))
                     continue
-            if f.is_connect and f.port not in r.ports:
+            if f.is_connect and r.allow and f.port not in r.ports:
                 # Everything else may match: remember it, so if no later rule allows this
                 # port the client learns the port is the problem (12204, as Squid's
                 # SSL_ports), and a later rule for this port can still allow it.
                 if (
-                    r.allow
-                    and port_miss is None
+                    port_miss is None
                     and (r.users is None or (f.authenticated and r.user_matches(f.user)))
                 ):
                     port_miss = r

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
+from tlsgate.config.loader import check_config
 from tlsgate.config.model import DEFAULT_RULE, INTERNAL, AccessRule, TlsgateConfig
 from tlsgate.errors import ConfigError, UsageError
 
@@ -40,14 +39,11 @@ def rebuild(config: TlsgateConfig, **sections: Any) -> TlsgateConfig:
     """``config`` with whole sections replaced, validated; errors name the option path."""
     data = config.model_dump(mode="json")
     data.update(sections)
-    try:
-        return TlsgateConfig.model_validate(data)
-    except ValidationError as err:
-        from tlsgate.config.loader import describe_validation_error
-
-        problems = describe_validation_error(err, source="change")
+    new, problems = check_config(data, source="change")
+    if new is None:
         text = "; ".join(p.removeprefix("change: ") for p in problems)
-        raise ConfigError(text, fix="nothing was staged; correct the values and retry") from None
+        raise ConfigError(text, fix="nothing was staged; correct the values and retry")
+    return new
 
 
 def changed_sections(old: TlsgateConfig, new: TlsgateConfig) -> dict[str, Any]:
