@@ -273,3 +273,12 @@ def test_export_command(tmp_path: Path) -> None:
     assert load_config_file(out) == load_config_file(src)
     result = CliRunner().invoke(config_export, ["--config", str(src)])
     assert 'name = "Partners"' in result.stdout
+
+
+def test_documented_example_is_valid() -> None:
+    doc = Path(__file__).parents[2] / "docs" / "configuration.md"
+    text = doc.read_text(encoding="utf-8").split("## Example\n\n```toml\n")[1].split("```")[0]
+    fake_hash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+    text = text.replace("$argon2id$v=19$m=65536,t=3,p=4$...", fake_hash)
+    config = TlsgateConfig.model_validate(tomllib.loads(text))
+    assert [r.name for r in config.rules][-1] == "Allow web access"
