@@ -88,6 +88,12 @@ _ALL = [
         "Raise limits.max_request_body_bytes or send a smaller body.",
     ),
     Status(
+        429,
+        429,
+        "Too many failed proxy logins from this address.",
+        "Wait for the time given in Retry-After, then log in with the right password.",
+    ),
+    Status(
         431,
         431,
         "The request header is larger than the proxy allows.",

@@ -8,14 +8,26 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.apache import ApacheServer
+from tests.peers.nginx import NginxServer
 from tests.peers.pki import TestPKI
 from tests.peers.tlsgate import TlsgateProcess
 
 
+@pytest.fixture(scope="session")
+def peer_ports(nginx: NginxServer, apache: ApacheServer) -> list[int]:
+    """Every test server's port: CONNECT to them must be allowed (the default is 443 only)."""
+    return [b.port for b in nginx.blocks.values()] + list(apache.ports.values())
+
+
 @pytest.fixture(scope="module")
-def proxy(pki: TestPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsgateProcess]:
+def proxy(
+    pki: TestPKI, tmp_path_factory: pytest.TempPathFactory, peer_ports: list[int]
+) -> Iterator[TlsgateProcess]:
     """A tlsgate member with default settings that trusts the test CA upstream."""
-    p = TlsgateProcess(tmp_path_factory.mktemp("tlsgate"), upstream_ca=pki.ca_cert)
+    p = TlsgateProcess(
+        tmp_path_factory.mktemp("tlsgate"), upstream_ca=pki.ca_cert, connect_ports=peer_ports
+    )
     p.start()
     try:
         yield p

@@ -53,12 +53,15 @@ def test_server_without_request_stays_inspected(proxy, nginx):
     assert served_certificate(proxy, "localhost", nginx.port("tls")).issuer == ca.subject
 
 
-def test_deny_mode_explains_and_names_the_fix(pki, nginx, client_cert, tmp_path):
-    cfg = tmp_path / "tlsgate.toml"
-    cfg.write_text('[inspection]\non_client_certificate = "deny"\n')
+def test_deny_mode_explains_and_names_the_fix(pki, nginx, client_cert, tmp_path, peer_ports):
     home = tmp_path / "home"
     home.mkdir()
-    with TlsgateProcess(home, upstream_ca=pki.ca_cert, extra_args=["--config", str(cfg)]) as p:
+    with TlsgateProcess(
+        home,
+        upstream_ca=pki.ca_cert,
+        config='[inspection]\non_client_certificate = "deny"\n',
+        connect_ports=peer_ports,
+    ) as p:
         r = curl(
             "-i",
             "--suppress-connect-headers",

@@ -15,10 +15,12 @@ TEXT = "The Web site requires a client certificate"
 
 
 @pytest.mark.parametrize("block", ["tls12", "tls13"])
-def test_late_request_fails_that_request_then_tunnels(pki, apache, client_cert, tmp_path, block):
+def test_late_request_fails_that_request_then_tunnels(
+    pki, apache, client_cert, tmp_path, block, peer_ports
+):
     home = tmp_path / "home"
     home.mkdir()
-    with TlsgateProcess(home, upstream_ca=pki.ca_cert) as p:
+    with TlsgateProcess(home, upstream_ca=pki.ca_cert, connect_ports=peer_ports) as p:
         ca = str(p.ca_cert)
         pub = curl("--cacert", ca, apache.url(block, "/public.txt"), proxy=p)
         assert pub.returncode == 0 and pub.stdout == b"public\n", pub.stderr
@@ -50,12 +52,15 @@ def test_late_request_fails_that_request_then_tunnels(pki, apache, client_cert, 
         assert ok.returncode == 0 and ok.stdout == b"secret\n", ok.stderr
 
 
-def test_late_request_in_deny_mode_is_not_learned(pki, apache, tmp_path):
-    cfg = tmp_path / "tlsgate.toml"
-    cfg.write_text('[inspection]\non_client_certificate = "deny"\n')
+def test_late_request_in_deny_mode_is_not_learned(pki, apache, tmp_path, peer_ports):
     home = tmp_path / "home"
     home.mkdir()
-    with TlsgateProcess(home, upstream_ca=pki.ca_cert, extra_args=["--config", str(cfg)]) as p:
+    with TlsgateProcess(
+        home,
+        upstream_ca=pki.ca_cert,
+        config='[inspection]\non_client_certificate = "deny"\n',
+        connect_ports=peer_ports,
+    ) as p:
         for _ in range(2):
             r = curl(
                 "-i",

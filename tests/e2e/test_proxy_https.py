@@ -98,10 +98,12 @@ def test_upstream_certificate_problems_get_a_page_inside_tls(proxy, nginx, block
     assert words in out
 
 
-def test_no_inspect_tunnels(pki, nginx, tmp_path):
+def test_no_inspect_tunnels(pki, nginx, tmp_path, peer_ports):
     home = tmp_path / "home"
     home.mkdir()
-    with TlsgateProcess(home, upstream_ca=pki.ca_cert, extra_args=["--no-inspect"]) as p:
+    with TlsgateProcess(
+        home, upstream_ca=pki.ca_cert, extra_args=["--no-inspect"], connect_ports=peer_ports
+    ) as p:
         r = curl("--cacert", str(pki.ca_cert), nginx.url("tls", "/1m.bin"), proxy=p)
         assert r.returncode == 0, r.stderr
         assert r.stdout == nginx.content("/1m.bin")
@@ -109,7 +111,16 @@ def test_no_inspect_tunnels(pki, nginx, tmp_path):
         assert leaf.issuer != x509.load_pem_x509_certificate(p.ca_cert.read_bytes()).subject
 
 
-def test_connect_to_closed_port_is_502_before_tls(proxy):
-    r = curl("-v", "--cacert", str(proxy.ca_cert), "https://127.0.0.1:1/", proxy=proxy)
-    assert r.returncode != 0
-    assert b"CONNECT tunnel failed, response 502" in r.stderr
+def test_connect_to_closed_port_is_502_before_tls(pki, tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()[1]
+    s.close()
+    home = tmp_path / "home"
+    home.mkdir()
+    with TlsgateProcess(home, upstream_ca=pki.ca_cert, connect_ports=[closed]) as p:
+        r = curl("-v", "--cacert", str(p.ca_cert), f"https://127.0.0.1:{closed}/", proxy=p)
+        assert r.returncode != 0
+        assert b"CONNECT tunnel failed, response 502" in r.stderr

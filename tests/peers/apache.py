@@ -55,6 +55,7 @@ class ApacheServer:
             f"SSLSessionCache shmcb:{d}/run/ssl_scache(512000)",
         ]
         lines += [f"LoadModule {m}_module {MODULES}/mod_{m}.so" for m in LOAD]
+        lines += ["<Directory />", "  AllowOverride None", "</Directory>"]
         for block, proto in (("tls12", "TLSv1.2"), ("tls13", "TLSv1.3")):
             port = self.ports[block]
             lines += [
@@ -67,6 +68,7 @@ class ApacheServer:
                 f"  SSLCACertificateFile {self.client_ca}",
                 "  SSLSessionTickets off",
                 f"  <Directory {d}/www>",
+                "    AllowOverride None",
                 "    Require all granted",
                 "  </Directory>",
                 "  <Location /secure>",

@@ -167,9 +167,11 @@ class TestPKI:
         ``"other"`` (a CA that is not trusted). With ``eku_server_auth=False`` the EKU
         is clientAuth only.
         """
-        eku = [ExtendedKeyUsageOID.SERVER_AUTH] if eku_server_auth else [
-            ExtendedKeyUsageOID.CLIENT_AUTH
-        ]
+        eku = (
+            [ExtendedKeyUsageOID.SERVER_AUTH]
+            if eku_server_auth
+            else [ExtendedKeyUsageOID.CLIENT_AUTH]
+        )
         return self._leaf(
             name,
             common_name=name,
@@ -303,9 +305,7 @@ class TestPKI:
             aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
             issuer_name, signing_key = subject, key
         else:
-            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                authority.key.public_key()
-            )
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key())
             issuer_name, signing_key = authority.name, authority.key
         builder = (
             x509.CertificateBuilder()

@@ -103,8 +103,17 @@ class PostgresServer:
         if not self._running:
             return
         self._run(
-            [str(self.bindir / "pg_ctl"), "stop", "-w", "-t", "60", "-m", mode,
-             "-D", str(self.datadir)],
+            [
+                str(self.bindir / "pg_ctl"),
+                "stop",
+                "-w",
+                "-t",
+                "60",
+                "-m",
+                mode,
+                "-D",
+                str(self.datadir),
+            ],
             what="pg_ctl stop",
         )
         self._running = False

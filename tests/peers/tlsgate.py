@@ -32,6 +32,17 @@ def cli(
     )
 
 
+def allow_ports_toml(ports: list[int]) -> str:
+    """The default "Allow web access" rule, with CONNECT allowed to ``ports`` too."""
+    if not ports:
+        return ""
+    allowed = ", ".join(str(p) for p in sorted({443, *ports}))
+    return (
+        '\n[[rules]]\nname = "Allow web access"\naction = "allow"\nsources = ["Internal"]\n'
+        f'destinations = ["any"]\nconnect_ports = [{allowed}]\n'
+    )
+
+
 @dataclass
 class TlsgateProcess:
     home: Path
@@ -39,6 +50,10 @@ class TlsgateProcess:
     extra_args: list[str] = field(default_factory=list)
     store: str | None = None
     member: str | None = None
+    config: str = ""
+    """tlsgate.toml text to start with (written to the home directory)."""
+    connect_ports: list[int] = field(default_factory=list)
+    """Ports CONNECT may reach besides 443 (the default policy allows 443 only)."""
     port: int = 0
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
@@ -69,6 +84,10 @@ class TlsgateProcess:
         if self.member:
             args += ["--member", self.member]
         args += self.extra_args
+        if self.config or self.connect_ports:
+            cfg = self.home / "tlsgate.toml"
+            cfg.write_text(self.config + allow_ports_toml(self.connect_ports))
+            args += ["--config", str(cfg)]
         env = dict(os.environ)
         if self.store:
             env["TLSGATE_STORE"] = self.store

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from tlsgate.config.model import TlsgateConfig, UpstreamSettings
 from tlsgate.log.record import LogRecord
+from tlsgate.policy.access import AccessPolicy, local_host_names
+from tlsgate.policy.auth import ProxyAuthenticator
 from tlsgate.policy.inspection import LearnedEntry
 from tlsgate.proxy.upstream import UpstreamPool
 from tlsgate.tls.ca import LeafMinter
@@ -106,6 +108,11 @@ class Runtime:
         self.sessions: set[object] = set()
         self.idle_sessions: set[object] = set()
         self.config = config
+        self.policy = AccessPolicy.compile(config)
+        self.auth = ProxyAuthenticator.compile(config)
+        self.listeners: list[tuple[str, int]] = []
+        """The proxy's own bound addresses (proxy and admin): never reachable through it."""
+        self.local_names = local_host_names()
         self.upstream_tls = UpstreamTLS(*self._upstream_trust(config))
         self.pool = UpstreamPool(idle_timeout=config.timeouts.upstream_idle_pooled)
         self.revision = 0
@@ -117,12 +124,15 @@ class Runtime:
     def set_config(self, config: TlsgateConfig, revision: int = 0) -> None:
         """Swap to a new configuration (raises ConfigError and keeps the old one if invalid)."""
         trust = self._upstream_trust(config)
+        policy = AccessPolicy.compile(config)
+        auth = ProxyAuthenticator.compile(config)
         upstream_tls = self.upstream_tls
         if trust != self._upstream_trust(self.config):
             upstream_tls = UpstreamTLS(*trust)  # may raise: nothing swapped yet
             self.pool.close_all()
             self.known_inspectable.clear()
         self.upstream_tls = upstream_tls
+        self.policy, self.auth = policy, auth
         self.config = config
         self.pool.idle_timeout = config.timeouts.upstream_idle_pooled
         self.revision = revision

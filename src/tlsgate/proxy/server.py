@@ -60,7 +60,7 @@ class Listen:
 async def start_listener(runtime: Runtime, listen: Listen) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     try:
-        return await loop.create_server(
+        server = await loop.create_server(
             lambda: ClientConnection(runtime),
             listen.host,
             listen.port,
@@ -73,6 +73,10 @@ async def start_listener(runtime: Runtime, listen: Listen) -> asyncio.Server:
             f"cannot listen on {listen}: {why}",
             fix="stop the other process or choose another address with --listen HOST:PORT",
         ) from None
+    for sock in server.sockets:
+        addr = sock.getsockname()
+        runtime.listeners.append((str(addr[0]), int(addr[1])))
+    return server
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -34,6 +34,8 @@ from tlsgate.http1.reader import RequestReader, ResponseReader
 from tlsgate.http1.target import Authority
 from tlsgate.log.record import OBJECT_SOURCE_INTERNET, LogRecord
 from tlsgate.policy import inspection
+from tlsgate.policy.access import ANONYMOUS, SELF_REASON, AccessFacts, is_self
+from tlsgate.policy.auth import parse_proxy_authorization
 from tlsgate.proxy.connection import Connection
 from tlsgate.proxy.runtime import Runtime
 from tlsgate.proxy.upstream import UpstreamKey, connect, tls_version
@@ -91,6 +93,8 @@ class Session:
         self.events: deque[RequestEvent] = deque()
         self.reader = RequestReader(runtime.config.limits)
         self.busy = False
+        self.user: str | None = None
+        self.authenticated = False
 
     # -- plumbing -------------------------------------------------------------------------
     async def _next(self, timeout: float) -> RequestEvent | None:
@@ -135,6 +139,7 @@ class Session:
         keep_alive: bool = False,
         head_only: bool = False,
         fix: list[str] | None = None,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         st = lookup(status_code)
         page = writer.error_response(
@@ -145,6 +150,7 @@ class Session:
             fix_commands=fix,
             keep_alive=keep_alive,
             head_only=head_only,
+            extra_headers=extra_headers,
         )
         rec.status = status_code
         rec.error_info = detail
@@ -207,7 +213,12 @@ class Session:
                 self._fail(rec, 400, "CONNECT inside an inspected connection is not supported")
                 self._finish(rec, started)
                 return False
-            await self._connect(head, head.connect, rec, started)
+            rec.url, rec.protocol = str(head.connect), "SSL-tunnel"
+            rec.dest_host, rec.dest_port = head.connect.host, head.connect.port
+            if await self._authorize(head, None, rec, "https", head.connect, ""):
+                await self._connect(head, head.connect, rec, started)
+            else:
+                self._finish(rec, started)
             return False
 
         if tunnel is not None:
@@ -228,6 +239,9 @@ class Session:
             rec.protocol = "http" if scheme == "http" else "https"
             rec.url = head.target.url
         rec.dest_host, rec.dest_port = authority.host, authority.port
+        if not await self._authorize(head, tunnel, rec, scheme, authority, path.decode("latin-1")):
+            self._finish(rec, started)
+            return head.keep_alive and head.framing is Framing.NONE and not self.conn.closed
 
         if tunnel is not None and tunnel.failure is not None:
             fail = tunnel.failure
@@ -251,6 +265,96 @@ class Session:
             head, path=path, host=host_header, framing=head.framing
         )
         return await self._forward(head, up_head, key, authority, rec, started)
+
+    async def _authorize(
+        self,
+        head: RequestHead,
+        tunnel: Tunnel | None,
+        rec: LogRecord,
+        scheme: str,
+        authority: Authority,
+        path: str,
+    ) -> bool:
+        """Proxy authentication and the access rules; answers the denial itself."""
+        rt = self.rt
+        ip = self.conn.peer[0]
+        extra: list[tuple[bytes, bytes]] = []
+        if tunnel is None:
+            # Inside an inspected tunnel the user is the one who authenticated the CONNECT.
+            header = get_one(head.headers, b"proxy-authorization")
+            res = rt.auth.authenticate_cached(ip, header)
+            if res is None:  # an argon2 hash: tens of ms, off the event loop
+                loop = asyncio.get_running_loop()
+                res = await loop.run_in_executor(None, rt.auth.authenticate, ip, header)
+            self.user, self.authenticated = res.user, res.authenticated
+            if res.status:
+                rec.user = (
+                    (parse_proxy_authorization(header) or ("anonymous",))[0]
+                    if header
+                    else "anonymous"
+                )
+                if res.status == 429:
+                    extra = [(b"Retry-After", b"%d" % res.retry_after)]
+                else:
+                    extra = [(b"Proxy-Authenticate", rt.auth.challenge)]
+                return await self._deny(head, rec, res.status, res.reason, "", extra)
+        rec.user = self.user or ANONYMOUS
+        rec.authenticated = self.authenticated
+        if is_self(authority.host, authority.port, rt.listeners, local_names=rt.local_names):
+            return await self._deny(head, rec, 12202, SELF_REASON, "")
+        decision = rt.policy.decide(
+            AccessFacts(
+                ip,
+                self.user,
+                self.authenticated,
+                rec.method,
+                scheme,
+                authority.host,
+                authority.port,
+                path,
+                head.connect is not None,
+            )
+        )
+        rec.rule = decision.rule
+        rec.source_network, rec.dest_network = decision.source_network, decision.dest_network
+        if decision.allowed:
+            return True
+        if decision.status == 12209:
+            extra = [(b"Proxy-Authenticate", rt.auth.challenge)]
+        return await self._deny(head, rec, decision.status, decision.reason, decision.rule, extra)
+
+    async def _deny(
+        self,
+        head: RequestHead,
+        rec: LogRecord,
+        status: int,
+        reason: str,
+        rule: str,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> bool:
+        if head.connect is None:
+            await self._finish_request_body_or_end(head)
+        rec.action = "Denied"
+        if rule:
+            reason = f"{reason} (rule: {rule})"
+        keep = head.keep_alive and head.connect is None and head.framing is Framing.NONE
+        self._fail(
+            rec,
+            status,
+            reason,
+            keep_alive=keep,
+            head_only=head.method == b"HEAD",
+            extra_headers=extra,
+        )
+        return False
+
+    async def _finish_request_body_or_end(self, head: RequestHead) -> None:
+        if head.framing is Framing.NONE:
+            ev = await self._next(self.rt.config.timeouts.body_idle)
+            if not isinstance(ev, MessageEnd):
+                raise _ClientGone
+        else:
+            await self._discard_body(head)
 
     async def _discard_body(self, head: RequestHead) -> None:
         timeout = self.rt.config.timeouts.body_idle
