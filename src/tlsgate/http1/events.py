@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from tlsgate.errors import ProtocolError
-from tlsgate.http1.headers import Headers
+from tlsgate.http1.headers import Fields, Headers
 from tlsgate.http1.target import Authority, Target
 
 
@@ -24,6 +24,7 @@ class RequestHead:
     raw_target: bytes
     version: tuple[int, int]
     headers: Headers
+    fields: Fields
     keep_alive: bool
     framing: Framing
     length: int
@@ -43,6 +44,7 @@ class ResponseHead:
     reason: bytes
     version: tuple[int, int]
     headers: Headers
+    fields: Fields
     keep_alive: bool
     framing: Framing
     length: int

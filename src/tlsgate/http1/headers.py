@@ -28,6 +28,45 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 FRAMING: frozenset[bytes] = frozenset({b"content-length", b"transfer-encoding"})
 
 
+class Fields:
+    """A message's header fields with a lower-case index, built once per message.
+
+    The proxy looks fields up several times per request; one pass to index them is
+    cheaper than a scan per lookup (measured on the keep-alive path).
+    """
+
+    __slots__ = ("index", "items", "lower")
+
+    def __init__(self, items: Headers) -> None:
+        self.items = items
+        self.lower = lower = [n.lower() for n, _ in items]
+        index: dict[bytes, list[bytes]] = {}
+        for key, (_, value) in zip(lower, items, strict=True):
+            found = index.get(key)
+            if found is None:
+                index[key] = [value]
+            else:
+                found.append(value)
+        self.index = index
+
+    def get(self, name: bytes) -> bytes | None:
+        values = self.index.get(name)
+        return values[0] if values else None
+
+    def get_all(self, name: bytes) -> list[bytes]:
+        return self.index.get(name) or []
+
+    def end_to_end(
+        self, *, keep: frozenset[bytes] = frozenset(), also: frozenset[bytes] = frozenset()
+    ) -> Headers:
+        """Fields without hop-by-hop, Connection-listed, framing and ``also`` fields."""
+        drop = (HOP_BY_HOP - keep) | FRAMING | also
+        conn = self.index.get(b"connection")
+        if conn:
+            drop = drop | (set(tokens(conn)) - keep)
+        return [item for key, item in zip(self.lower, self.items, strict=True) if key not in drop]
+
+
 def get_all(headers: Iterable[Header], name: bytes) -> list[bytes]:
     return [v for n, v in headers if n.lower() == name]
 

@@ -23,7 +23,7 @@ from tlsgate.http1.events import (
     ResponseHead,
     TunnelData,
 )
-from tlsgate.http1.headers import Headers, connection_tokens, get_all, tokens
+from tlsgate.http1.headers import Fields, Headers, tokens
 from tlsgate.http1.target import Authority, Target, parse_absolute, parse_authority
 
 _VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
@@ -167,12 +167,13 @@ class RequestReader(_Reader):
             raise ProtocolError(505, f"HTTP/{p.get_http_version()} is not supported; use HTTP/1.1")
         method: bytes = p.get_method()
         headers = self._headers
-        for name, _ in headers:
-            if b"_" in name and name.lower() in _DANGEROUS_UNDERSCORE:
+        fields = Fields(headers)
+        for name in fields.lower:
+            if name in _DANGEROUS_UNDERSCORE:
                 shown = name.decode("latin-1")
                 raise ProtocolError(400, f"header {shown!r} looks like a framing field")
-        te = get_all(headers, b"transfer-encoding")
-        length_values = get_all(headers, b"content-length")
+        te = fields.get_all(b"transfer-encoding")
+        length_values = fields.get_all(b"content-length")
         framing, length = Framing.NONE, 0
         if te:
             if version == (1, 0):
@@ -188,7 +189,7 @@ class RequestReader(_Reader):
         if max_body and length > max_body:
             raise ProtocolError(12239, f"request body of {length} bytes exceeds {max_body} bytes")
 
-        hosts = get_all(headers, b"host")
+        hosts = fields.get_all(b"host")
         raw_target = bytes(self._url)
         connect: Authority | None = None
         target: Target | None = None
@@ -212,21 +213,23 @@ class RequestReader(_Reader):
         if hosts and target is None and connect is None:
             # Inside a tunnel the Host header names the site; it must at least be valid.
             parse_authority(hosts[0].strip(), default_port=443)
-        conn = connection_tokens(headers)
         upgrade = None
-        if b"upgrade" in conn:
-            offered = tokens(get_all(headers, b"upgrade"))
+        conn_values = fields.get_all(b"connection")
+        if conn_values and b"upgrade" in tokens(conn_values):
+            offered = tokens(fields.get_all(b"upgrade"))
             upgrade = offered[0] if offered else None
-        expect = tokens(get_all(headers, b"expect"))
+        expect = fields.get_all(b"expect")
+        expect_continue = bool(expect) and b"100-continue" in tokens(expect)
         return RequestHead(
             method=method,
             raw_target=raw_target,
             version=version,
             headers=headers,
+            fields=fields,
             keep_alive=bool(p.should_keep_alive()),
             framing=framing,
             length=length,
-            expect_continue=b"100-continue" in expect,
+            expect_continue=expect_continue,
             connect=connect,
             target=target,
             upgrade=upgrade,
@@ -295,8 +298,9 @@ class ResponseReader(_Reader):
         self._status = status
         version = _VERSIONS.get(p.get_http_version(), (1, 1))
         headers = self._headers
-        te = tokens(get_all(headers, b"transfer-encoding"))
-        length_values = get_all(headers, b"content-length")
+        fields = Fields(headers)
+        te = tokens(fields.get_all(b"transfer-encoding"))
+        length_values = fields.get_all(b"content-length")
         framing, length = Framing.CLOSE, 0
         if self._head_only or status < 200 or status in (204, 304):
             framing = Framing.NONE
@@ -309,7 +313,9 @@ class ResponseReader(_Reader):
         self._chunked = framing is Framing.CHUNKED
         keep_alive = bool(p.should_keep_alive()) and framing is not Framing.CLOSE
         self._events.append(
-            ResponseHead(status, self._reason, version, headers, keep_alive, framing, length)
+            ResponseHead(
+                status, self._reason, version, headers, fields, keep_alive, framing, length
+            )
         )
 
     def on_message_complete(self) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import html
 
 from tlsgate.http1.events import Framing, RequestHead, ResponseHead
-from tlsgate.http1.headers import Headers, append_via, end_to_end
+from tlsgate.http1.headers import Headers, append_via
 from tlsgate.status import HTTP_REASONS, Status
 
 VIA_PSEUDONYM = b"tlsgate"
 _UPGRADE_KEEP = frozenset({b"upgrade"})
+_HOST = frozenset({b"host"})
 
 
 def _framing_fields(framing: Framing, length: int) -> Headers:
@@ -41,7 +42,7 @@ def upstream_request_head(
     """
     keep = _UPGRADE_KEEP if head.upgrade == b"websocket" else frozenset()
     headers = [(b"Host", host)]
-    headers += [(n, v) for n, v in end_to_end(head.headers, keep=keep) if n.lower() != b"host"]
+    headers += head.fields.end_to_end(keep=keep, also=_HOST)
     append_via(headers, head.version, VIA_PSEUDONYM)
     headers += _framing_fields(framing, head.length)
     if keep:
@@ -63,10 +64,10 @@ def client_response_head(
     information about the representation and is passed through unchanged.
     """
     keep = _UPGRADE_KEEP if upgrade else frozenset()
-    headers = end_to_end(head.headers, keep=keep)
+    headers = head.fields.end_to_end(keep=keep)
     append_via(headers, head.version, VIA_PSEUDONYM)
     if framing is Framing.NONE:
-        headers += [(n, v) for n, v in head.headers if n.lower() == b"content-length"]
+        headers += [(b"Content-Length", v) for v in head.fields.get_all(b"content-length")]
     else:
         headers += _framing_fields(framing, head.length)
     if upgrade:
@@ -80,7 +81,7 @@ def client_response_head(
 
 
 def interim_response(head: ResponseHead) -> bytes:
-    headers = end_to_end(head.headers)
+    headers = head.fields.end_to_end()
     reason = head.reason or HTTP_REASONS.get(head.status, "Status").encode()
     return _join(b"HTTP/1.1 %d %s\r\n" % (head.status, reason), headers)
 

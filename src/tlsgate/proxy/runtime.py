@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from tlsgate.config.model import TlsgateConfig, UpstreamSettings

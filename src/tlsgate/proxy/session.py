@@ -29,7 +29,6 @@ from tlsgate.http1.events import (
     ResponseHead,
     TunnelData,
 )
-from tlsgate.http1.headers import get_one
 from tlsgate.http1.reader import RequestReader, ResponseReader
 from tlsgate.http1.target import Authority
 from tlsgate.log.record import OBJECT_SOURCE_INTERNET, LogRecord
@@ -205,8 +204,8 @@ class Session:
     ) -> bool:
         """Serve one request; True if the client connection stays open for another."""
         rec.method = head.method.decode("latin-1")
-        rec.agent = (get_one(head.headers, b"user-agent") or b"").decode("latin-1")
-        rec.referrer = (get_one(head.headers, b"referer") or b"").decode("latin-1")
+        rec.agent = (head.fields.get(b"user-agent") or b"").decode("latin-1")
+        rec.referrer = (head.fields.get(b"referer") or b"").decode("latin-1")
         if head.connect is not None:
             if tunnel is not None:
                 rec.protocol = "https-inspect"
@@ -223,7 +222,7 @@ class Session:
 
         if tunnel is not None:
             authority, scheme, path = tunnel.authority, "https", head.raw_target
-            host_header = get_one(head.headers, b"host") or str(authority).encode()
+            host_header = head.fields.get(b"host") or str(authority).encode()
             key = tunnel.key
             rec.protocol = "https-inspect"
             rec.inspection = "inspect"
@@ -281,7 +280,7 @@ class Session:
         extra: list[tuple[bytes, bytes]] = []
         if tunnel is None:
             # Inside an inspected tunnel the user is the one who authenticated the CONNECT.
-            header = get_one(head.headers, b"proxy-authorization")
+            header = head.fields.get(b"proxy-authorization")
             res = rt.auth.authenticate_cached(ip, header)
             if res is None:  # an argon2 hash: tens of ms, off the event loop
                 loop = asyncio.get_running_loop()
@@ -547,7 +546,7 @@ class Session:
                         sent_head = True
                         rec.status = rev.status
                         rec.object_source = OBJECT_SOURCE_INTERNET
-                        ctype = get_one(rev.headers, b"content-type")
+                        ctype = rev.fields.get(b"content-type")
                         if ctype:
                             rec.mime_type = ctype.split(b";")[0].strip().decode("latin-1")
                     elif isinstance(rev, BodyData):

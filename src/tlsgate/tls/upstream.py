@@ -10,9 +10,9 @@ Facts and measurements: docs/ca.md and /work/shared/research/mtls-detection.md.
 
 from __future__ import annotations
 
+import _ssl
 import contextlib
 import datetime as dt
-import _ssl
 import ssl
 import tempfile
 from pathlib import Path
