@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -16,8 +17,9 @@ from tlsgate.commands.common import Home, home_option, store_option
 from tlsgate.config.loader import load_config_file
 from tlsgate.config.model import TlsgateConfig, UpstreamSettings
 from tlsgate.errors import UsageError
-from tlsgate.log.sinks import open_log_sink
-from tlsgate.log.writer import LogWriter
+from tlsgate.log.record import LogRecord
+from tlsgate.log.sinks import LogSink, W3CFileSink, open_log_sink
+from tlsgate.log.writer import LogWriter, Retention
 from tlsgate.proxy.runtime import Runtime
 from tlsgate.proxy.server import Listen, serve_until_stopped
 from tlsgate.tls.ca import LeafMinter, load_or_create_ca
@@ -109,7 +111,7 @@ async def _run(
     home.ensure()
     ca = load_or_create_ca(home)
     minter = LeafMinter(ca, home)
-    writer = LogWriter([open_log_sink(store_url, home)])
+    writer = _log_writer(config, home, store_url)
     writer.start()
     runtime = Runtime(
         config=config,
@@ -138,6 +140,27 @@ async def _run(
     finally:
         await writer.stop()
     log.info("stopped")
+
+
+def _log_writer(config: TlsgateConfig, home: Home, store_url: str | None) -> LogWriter:
+    settings = config.log
+    sinks: list[LogSink] = [open_log_sink(store_url, home)]
+    if settings.w3c_directory is not None:
+        sinks.append(W3CFileSink(settings.w3c_directory))
+    writer = LogWriter(
+        sinks,
+        max_buffer=settings.buffer_records,
+        retention=Retention(
+            max_age=timedelta(days=settings.retention_days), max_rows=settings.max_records
+        ),
+    )
+    if not settings.enabled:
+        writer.submit = _discard  # type: ignore[method-assign]
+    return writer
+
+
+def _discard(record: LogRecord) -> None:
+    """``log.enabled = false``: requests are not recorded (measurements only)."""
 
 
 __all__ = ["UsageError", "serve"]

@@ -482,6 +482,19 @@ def reference_problems(
     return problems
 
 
+class LogSettings(_Model):
+    """The Web Proxy log (docs/log.md).  Read when a member starts."""
+
+    enabled: bool = True
+    """Record every request; off only for measurements."""
+    retention_days: float = Field(30.0, gt=0)
+    max_records: int = Field(10_000_000, ge=1000)
+    buffer_records: int = Field(100_000, ge=100)
+    """Records held in memory while the log store is slow or down; beyond: dropped and counted."""
+    w3c_directory: Path | None = None
+    """Also write W3C extended log files (one per UTC day) into this directory."""
+
+
 class TlsgateConfig(_Model):
     """The whole configuration of a tlsgate installation (one store revision)."""
 
@@ -489,6 +502,7 @@ class TlsgateConfig(_Model):
     upstream: UpstreamSettings = UpstreamSettings()
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
+    log: LogSettings = LogSettings()
 
     # -- access policy (docs/policy.md) ------------------------------------------------
     networks: list[Network] = Field(default_factory=lambda: [DEFAULT_INTERNAL])

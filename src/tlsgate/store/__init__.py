@@ -1,0 +1,26 @@
+"""The configuration store: revisions, staged changes, members and learned exceptions.
+
+One store (embedded SQLite in the home directory, or PostgreSQL shared by several
+members) holds every configuration revision.  Commands stage changes; ``apply`` turns
+them into a new revision; every ``tlsgate serve`` member follows the newest revision
+live and reports what it runs.  See docs/store.md.
+"""
+
+from tlsgate.store.ops import ChangeOp, apply_ops
+from tlsgate.store.store import (
+    LearnedException,
+    MemberStatus,
+    Revision,
+    Store,
+    open_store,
+)
+
+__all__ = [
+    "ChangeOp",
+    "LearnedException",
+    "MemberStatus",
+    "Revision",
+    "Store",
+    "apply_ops",
+    "open_store",
+]

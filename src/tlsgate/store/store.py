@@ -1,0 +1,413 @@
+"""The store's operations: stage, apply, discard, diff, history, rollback, members,
+learned exceptions.  Synchronous; the proxy calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from tlsgate.config.home import Home
+from tlsgate.config.model import TlsgateConfig
+from tlsgate.config.toml_writer import config_to_toml
+from tlsgate.errors import ConfigError, ConflictError, StoreError
+from tlsgate.store.backend import Backend, PostgresBackend, SqliteBackend
+from tlsgate.store.ops import ChangeOp, apply_ops
+
+Clock = Callable[[], datetime]
+NOTIFY_CHANNEL = "tlsgate_config"
+SYNCED_TEXT = "Server configuration matches the stored configuration."
+State = Literal["Synced", "Pending", "Error", "Unreachable"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    number: int
+    document: dict[str, Any]
+    author: str
+    created_at: datetime
+    message: str
+    parent: int | None
+
+    def config(self) -> TlsgateConfig:
+        try:
+            return TlsgateConfig.model_validate(self.document)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(
+                f"revision {self.number} does not validate: {where}: {first['msg']}"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    name: str
+    address: str
+    version: str
+    applied_revision: int
+    state: State
+    description: str
+    heartbeat_at: datetime
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedException:
+    host: str
+    port: int
+    reason: str
+    first_seen: datetime
+    last_seen: datetime
+    hits: int
+    expires_at: datetime
+
+
+def _validate(document: dict[str, Any], what: str) -> TlsgateConfig:
+    try:
+        return TlsgateConfig.model_validate(document)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(configuration)"
+            problems.append(f"{where}: {err['msg']}")
+        raise ConfigError(
+            f"{what} is not a valid configuration: " + "; ".join(problems),
+            fix="run 'tlsgate diff', correct or 'tlsgate discard' the change, then apply",
+        ) from None
+
+
+class Store:
+    """One store (SQLite file or PostgreSQL database); see docs/store.md."""
+
+    def __init__(self, backend: Backend, *, now: Clock = _utcnow) -> None:
+        self.db = backend
+        self.now = now
+        self.db.migrate()
+        self._ensure_initial_revision()
+
+    @property
+    def location(self) -> str:
+        return self.db.location
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- revisions ---------------------------------------------------------------------
+    def _ensure_initial_revision(self) -> None:
+        with self.db.transaction("create the initial revision"):
+            if self.db.query("SELECT 1 FROM revisions WHERE number = 1"):
+                return
+            doc = TlsgateConfig().model_dump(mode="json")
+            self._insert_revision(1, doc, "tlsgate", "initial configuration", None)
+
+    def _insert_revision(
+        self, number: int, doc: dict[str, Any], author: str, message: str, parent: int | None
+    ) -> None:
+        self.db.query(
+            "INSERT INTO revisions (number, document, author, created_at, message, parent) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (number, json.dumps(doc, sort_keys=True), author, _ts(self.now()), message, parent),
+            action="write a revision",
+        )
+        self.db.query("UPDATE meta SET value = ? WHERE key = 'head'", (str(number),))
+
+    @staticmethod
+    def _revision(row: tuple[Any, ...]) -> Revision:
+        return Revision(int(row[0]), json.loads(row[1]), row[2], _dt(row[3]), row[4], row[5])
+
+    _REV_COLUMNS = "number, document, author, created_at, message, parent"
+
+    def head_number(self) -> int:
+        rows = self.db.read("SELECT value FROM meta WHERE key = 'head'", action="read the head")
+        return int(rows[0][0])
+
+    def head(self) -> Revision:
+        rows = self.db.read(
+            f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1",
+            action="read the newest revision",
+        )
+        return self._revision(rows[0])
+
+    def revision(self, number: int) -> Revision:
+        rows = self.db.read(
+            f"SELECT {self._REV_COLUMNS} FROM revisions WHERE number = ?",
+            (number,),
+            action=f"read revision {number}",
+        )
+        if not rows:
+            raise StoreError(
+                f"there is no revision {number}", fix="see 'tlsgate history' for the revisions"
+            )
+        return self._revision(rows[0])
+
+    def history(self, limit: int = 20) -> list[Revision]:
+        rows = self.db.read(
+            f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT ?",
+            (limit,),
+            action="read the history",
+        )
+        return [self._revision(r) for r in rows]
+
+    def applied_config(self) -> TlsgateConfig:
+        return self.head().config()
+
+    # -- staging -------------------------------------------------------------------------
+    def _staged_rows(self) -> list[tuple[int, ChangeOp]]:
+        rows = self.db.query(
+            "SELECT id, op, path, value, author, created_at FROM staged_ops ORDER BY id"
+        )
+        return [(int(r[0]), ChangeOp(r[1], r[2], json.loads(r[3]), r[4], _dt(r[5]))) for r in rows]
+
+    def staged(self) -> list[ChangeOp]:
+        with self.db.transaction("read staged changes"):
+            return [op for _, op in self._staged_rows()]
+
+    def staged_document(self) -> dict[str, Any]:
+        with self.db.transaction("read staged changes"):
+            head = self._revision(
+                self.db.query(
+                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
+                )[0]
+            )
+            return apply_ops(head.document, [op for _, op in self._staged_rows()])
+
+    def staged_config(self) -> TlsgateConfig:
+        return _validate(self.staged_document(), "the staged configuration")
+
+    def stage(self, ops: list[ChangeOp], author: str) -> int:
+        """Add ``ops`` to the staged changes; refuses ops that cannot apply.  Returns the
+        number of staged operations afterwards."""
+        now = self.now()
+        with self.db.transaction("stage a change"):
+            head = self._revision(
+                self.db.query(
+                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
+                )[0]
+            )
+            staged = [op for _, op in self._staged_rows()]
+            apply_ops(head.document, staged + ops)  # raises ConfigError: nothing staged
+            for op in ops:
+                self.db.query(
+                    "INSERT INTO staged_ops (op, path, value, author, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (op.op, op.path, json.dumps(op.value, sort_keys=True), author, _ts(now)),
+                    action="stage a change",
+                )
+            return len(staged) + len(ops)
+
+    def discard(self) -> int:
+        with self.db.transaction("discard staged changes"):
+            count = len(self._staged_rows())
+            self.db.query("DELETE FROM staged_ops")
+            return count
+
+    def diff(self) -> list[str]:
+        """Unified diff, applied vs staged, as tlsgate.toml text."""
+        with self.db.transaction("read staged changes"):
+            head = self._revision(
+                self.db.query(
+                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
+                )[0]
+            )
+            staged_doc = apply_ops(head.document, [op for _, op in self._staged_rows()])
+        before = config_to_toml(head.config()).splitlines(keepends=True)
+        try:
+            after = config_to_toml(_validate(staged_doc, "the staged configuration"))
+        except ConfigError as exc:
+            after = f"# staged configuration does not validate: {exc.message}\n" + json.dumps(
+                staged_doc, indent=2, sort_keys=True
+            )
+        return list(
+            difflib.unified_diff(
+                before,
+                after.splitlines(keepends=True),
+                f"revision {head.number} (applied)",
+                "staged",
+            )
+        )
+
+    def apply(self, message: str, author: str, *, expected_head: int | None = None) -> Revision:
+        """Staged changes → a new revision, validated, in one transaction.
+
+        ``expected_head``: the revision the admin looked at; if another admin applied
+        since, nothing changes and ConflictError says so (the staged changes stay).
+        """
+        with self.db.transaction("apply the configuration"):
+            head = self._revision(
+                self.db.query(
+                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
+                )[0]
+            )
+            if expected_head is not None and head.number != expected_head:
+                raise ConflictError(
+                    f"revision {head.number} was applied by {head.author} at "
+                    f"{head.created_at:%Y-%m-%d %H:%M:%S} UTC since you looked at revision "
+                    f"{expected_head}; nothing was changed",
+                    fix="run 'tlsgate diff' to review, then apply again",
+                )
+            rows = self._staged_rows()
+            if not rows:
+                raise StoreError(
+                    "there are no staged changes to apply",
+                    fix="change something first (see 'tlsgate --help'), or 'tlsgate diff'",
+                )
+            doc = apply_ops(head.document, [op for _, op in rows])
+            _validate(doc, f"revision {head.number + 1}")
+            number = head.number + 1
+            self._insert_revision(number, doc, author, message, head.number)
+            self.db.query("DELETE FROM staged_ops WHERE id <= ?", (rows[-1][0],))
+            self.db.notify(NOTIFY_CHANNEL, str(number))
+        return self.revision(number)
+
+    def rollback(self, number: int, message: str, author: str) -> Revision:
+        """A new revision with the content of revision ``number``; staged changes stay."""
+        old = self.revision(number)
+        _validate(old.document, f"revision {number}")
+        with self.db.transaction("roll back"):
+            head = int(self.db.query("SELECT value FROM meta WHERE key = 'head'")[0][0])
+            self._insert_revision(head + 1, old.document, author, message, head)
+            self.db.notify(NOTIFY_CHANNEL, str(head + 1))
+        return self.revision(head + 1)
+
+    # -- members -----------------------------------------------------------------------
+    def register_member(self, name: str, address: str, version: str) -> None:
+        now = _ts(self.now())
+        with self.db.transaction("register this member"):
+            self.db.query("DELETE FROM members WHERE name = ?", (name,))
+            self.db.query(
+                "INSERT INTO members (name, address, version, applied_revision, state, "
+                "description, heartbeat_at, started_at) VALUES (?, ?, ?, 0, 'Pending', "
+                "'starting', ?, ?)",
+                (name, address, version, now, now),
+            )
+
+    def heartbeat(self, name: str, applied_revision: int, state: str, description: str) -> None:
+        with self.db.transaction("record a heartbeat"):
+            self.db.query(
+                "UPDATE members SET applied_revision = ?, state = ?, description = ?, "
+                "heartbeat_at = ? WHERE name = ?",
+                (applied_revision, state, description, _ts(self.now()), name),
+            )
+
+    def remove_member(self, name: str) -> bool:
+        with self.db.transaction("remove a member"):
+            found = bool(self.db.query("SELECT 1 FROM members WHERE name = ?", (name,)))
+            self.db.query("DELETE FROM members WHERE name = ?", (name,))
+            return found
+
+    def members(self, *, unreachable_after: float = 15.0) -> list[MemberStatus]:
+        now = self.now()
+        head = self.head_number()
+        rows = self.db.read(
+            "SELECT name, address, version, applied_revision, state, description, "
+            "heartbeat_at, started_at FROM members ORDER BY name",
+            action="read the members",
+        )
+        out = []
+        for r in rows:
+            beat = _dt(r[6])
+            applied = int(r[3])
+            state: State
+            if now - beat > timedelta(seconds=unreachable_after):
+                state = "Unreachable"
+                desc = (
+                    f"No heartbeat since {beat:%Y-%m-%d %H:%M:%S} UTC "
+                    f"({int((now - beat).total_seconds())} s); the member is down or cannot "
+                    "reach the store."
+                )
+            elif r[4] == "Error":
+                state, desc = "Error", r[5]
+            elif applied < head:
+                state = "Pending"
+                desc = f"Running revision {applied}; revision {head} is being loaded."
+            else:
+                state, desc = "Synced", SYNCED_TEXT
+            out.append(MemberStatus(r[0], r[1], r[2], applied, state, desc, beat, _dt(r[7])))
+        return out
+
+    # -- learned exceptions ------------------------------------------------------------
+    def learn(self, host: str, port: int, reason: str, ttl_seconds: float) -> LearnedException:
+        now = self.now()
+        expires = now + timedelta(seconds=ttl_seconds)
+        with self.db.transaction("record a learned exception"):
+            rows = self.db.query(
+                "SELECT first_seen, hits, expires_at FROM learned_exceptions "
+                "WHERE host = ? AND port = ?",
+                (host, port),
+            )
+            if rows and _dt(rows[0][2]) > now:
+                first, hits = _dt(rows[0][0]), int(rows[0][1]) + 1
+            else:
+                first, hits = now, 1
+            self.db.query(
+                "DELETE FROM learned_exceptions WHERE host = ? AND port = ?", (host, port)
+            )
+            self.db.query(
+                "INSERT INTO learned_exceptions (host, port, reason, first_seen, last_seen, "
+                "hits, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (host, port, reason, _ts(first), _ts(now), hits, _ts(expires)),
+            )
+        return LearnedException(host, port, reason, first, now, hits, expires)
+
+    def learned(self) -> list[LearnedException]:
+        rows = self.db.read(
+            "SELECT host, port, reason, first_seen, last_seen, hits, expires_at "
+            "FROM learned_exceptions WHERE expires_at > ? ORDER BY host, port",
+            (_ts(self.now()),),
+            action="read learned exceptions",
+        )
+        return [
+            LearnedException(r[0], int(r[1]), r[2], _dt(r[3]), _dt(r[4]), int(r[5]), _dt(r[6]))
+            for r in rows
+        ]
+
+    def forget(self, host: str, port: int) -> bool:
+        with self.db.transaction("forget a learned exception"):
+            found = bool(
+                self.db.query(
+                    "SELECT 1 FROM learned_exceptions WHERE host = ? AND port = ?", (host, port)
+                )
+            )
+            self.db.query(
+                "DELETE FROM learned_exceptions WHERE host = ? AND port = ?", (host, port)
+            )
+            return found
+
+    def forget_all(self) -> int:
+        with self.db.transaction("forget learned exceptions"):
+            count = len(self.db.query("SELECT 1 FROM learned_exceptions"))
+            self.db.query("DELETE FROM learned_exceptions")
+            return count
+
+
+def is_postgres(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("postgresql://", "postgres://"))
+
+
+def open_store(url: str | None, home: Home, *, now: Clock = _utcnow) -> Store:
+    """``postgresql://…`` → PostgreSQL; a path → that SQLite file; None → the home's."""
+    if is_postgres(url):
+        assert url is not None
+        return Store(PostgresBackend(url), now=now)
+    path = Path(url).expanduser() if url else home.store_path
+    return Store(SqliteBackend(path), now=now)
