@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import click
 
-from tlsgate import __version__
 from tlsgate.commands.common import Home, home_option, store_option
-from tlsgate.config.loader import load_config_file
-from tlsgate.config.model import TlsgateConfig, UpstreamSettings
-from tlsgate.errors import UsageError
-from tlsgate.log.record import LogRecord
-from tlsgate.log.sinks import LogSink, W3CFileSink, open_log_sink
-from tlsgate.log.writer import LogWriter, Retention
-from tlsgate.proxy.runtime import Runtime
-from tlsgate.proxy.server import Listen, serve_until_stopped
-from tlsgate.tls.ca import LeafMinter, load_or_create_ca
+from tlsgate.member import ServeOptions, run_member
+from tlsgate.proxy.server import Listen
 
 log = logging.getLogger("tlsgate")
 
@@ -89,78 +79,16 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    config = load_config_file(config_file) if config_file else TlsgateConfig()
-    upstream = None
-    if upstream_ca is not None:
-        upstream = UpstreamSettings(
-            ca_file=upstream_ca.resolve(), use_system_trust=config.upstream.use_system_trust
-        )
-    name = member or socket.gethostname()
-    asyncio.run(_run(home, listen, config, upstream, no_inspect, name, store_url))
-
-
-async def _run(
-    home: Home,
-    listen: Listen,
-    config: TlsgateConfig,
-    upstream: UpstreamSettings | None,
-    no_inspect: bool,
-    member: str,
-    store_url: str | None,
-) -> None:
-    home.ensure()
-    ca = load_or_create_ca(home)
-    minter = LeafMinter(ca, home)
-    writer = _log_writer(config, home, store_url)
-    writer.start()
-    runtime = Runtime(
-        config=config,
-        minter=minter,
-        log=writer,
-        member=member,
-        inspect_override=False if no_inspect else None,
-        upstream_ca_override=upstream,
+    opts = ServeOptions(
+        home=home,
+        listen=listen,
+        member=member or socket.gethostname(),
+        store_url=store_url,
+        config_file=config_file,
+        upstream_ca=upstream_ca,
+        no_inspect=no_inspect,
     )
-
-    async def started(server: asyncio.Server) -> None:
-        mode = "inspection on" if runtime.inspection_enabled else "inspection off"
-        log.info(
-            "tlsgate %s member %s listening on %s (%s); CA %s; home %s; pid %d",
-            __version__,
-            member,
-            listen,
-            mode,
-            home.ca_cert,
-            home.root,
-            os.getpid(),
-        )
-
-    try:
-        await serve_until_stopped(runtime, listen, on_started=started)
-    finally:
-        await writer.stop()
-    log.info("stopped")
+    asyncio.run(run_member(opts))
 
 
-def _log_writer(config: TlsgateConfig, home: Home, store_url: str | None) -> LogWriter:
-    settings = config.log
-    sinks: list[LogSink] = [open_log_sink(store_url, home)]
-    if settings.w3c_directory is not None:
-        sinks.append(W3CFileSink(settings.w3c_directory))
-    writer = LogWriter(
-        sinks,
-        max_buffer=settings.buffer_records,
-        retention=Retention(
-            max_age=timedelta(days=settings.retention_days), max_rows=settings.max_records
-        ),
-    )
-    if not settings.enabled:
-        writer.submit = _discard  # type: ignore[method-assign]
-    return writer
-
-
-def _discard(record: LogRecord) -> None:
-    """``log.enabled = false``: requests are not recorded (measurements only)."""
-
-
-__all__ = ["UsageError", "serve"]
+__all__ = ["serve"]

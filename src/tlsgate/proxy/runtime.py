@@ -70,8 +70,15 @@ class LearnedCache:
         self._entries[(host, port)] = entry
         return entry
 
-    def replace_all(self, entries: list[LearnedEntry]) -> None:
-        self._entries = {(e.host, e.port): e for e in entries}
+    def replace_all(self, entries: list[LearnedEntry], keep_recent: float = 10.0) -> None:
+        """The store's list; entries this member learned in the last ``keep_recent``
+        seconds stay even if the store has not recorded them yet."""
+        fresh = {(e.host, e.port): e for e in entries}
+        cutoff = self._now() - timedelta(seconds=keep_recent)
+        for key, old in self._entries.items():
+            if key not in fresh and old.last_seen >= cutoff and old.hits == 1:
+                fresh[key] = old
+        self._entries = fresh
 
     def entries(self) -> list[LearnedEntry]:
         now = self._now()

@@ -282,12 +282,31 @@ class Store:
     def rollback(self, number: int, message: str, author: str) -> Revision:
         """A new revision with the content of revision ``number``; staged changes stay."""
         old = self.revision(number)
-        _validate(old.document, f"revision {number}")
-        with self.db.transaction("roll back"):
-            head = int(self.db.query("SELECT value FROM meta WHERE key = 'head'")[0][0])
-            self._insert_revision(head + 1, old.document, author, message, head)
-            self.db.notify(NOTIFY_CHANNEL, str(head + 1))
-        return self.revision(head + 1)
+        return self.apply_document(old.document, message, author)
+
+    def apply_document(
+        self,
+        document: dict[str, Any],
+        message: str,
+        author: str,
+        *,
+        only_if_different: bool = False,
+    ) -> Revision:
+        """A whole document as a new revision (rollback, ``serve --config``); staged
+        changes stay staged.  With ``only_if_different`` an equal head is returned as is."""
+        _validate(document, "the configuration")
+        canonical = json.loads(json.dumps(document, sort_keys=True))
+        with self.db.transaction("apply a configuration"):
+            head = self._revision(
+                self.db.query(
+                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
+                )[0]
+            )
+            if only_if_different and head.document == canonical:
+                return head
+            self._insert_revision(head.number + 1, canonical, author, message, head.number)
+            self.db.notify(NOTIFY_CHANNEL, str(head.number + 1))
+        return self.revision(head.number + 1)
 
     # -- members -----------------------------------------------------------------------
     def register_member(self, name: str, address: str, version: str) -> None:

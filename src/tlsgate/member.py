@@ -1,0 +1,205 @@
+"""One ``tlsgate serve`` member from start to stop.
+
+Start: the home directory and CA, the configuration (the store's newest revision; a
+``--config FILE`` becomes a new revision first when it differs), the Web Proxy log, the
+listener, the follower that keeps the configuration live.  Stop (SIGTERM/SIGINT): no
+new connections, requests in flight finish within ``timeouts.shutdown_grace``, the log
+is flushed, the member leaves the store's member list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tlsgate import __version__
+from tlsgate.config.home import Home
+from tlsgate.config.loader import load_config_file
+from tlsgate.config.model import TlsgateConfig, UpstreamSettings
+from tlsgate.errors import StoreError
+from tlsgate.log.record import LogRecord
+from tlsgate.log.sinks import LogSink, W3CFileSink, open_log_sink
+from tlsgate.log.writer import LogWriter, Retention
+from tlsgate.policy.inspection import LearnedEntry
+from tlsgate.proxy.runtime import Runtime
+from tlsgate.proxy.server import Listen, serve_until_stopped
+from tlsgate.store.follower import ConfigFollower, MemberInfo
+from tlsgate.store.store import LearnedException, open_store
+from tlsgate.tls.ca import LeafMinter, load_or_create_ca
+
+log = logging.getLogger("tlsgate")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    home: Home
+    listen: Listen
+    member: str
+    store_url: str | None = None
+    config_file: Path | None = None
+    upstream_ca: Path | None = None
+    no_inspect: bool = False
+
+
+def author() -> str:
+    try:
+        user = os.environ.get("TLSGATE_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class _Live:
+    """Receives configurations and learned exceptions from the follower."""
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self.first: tuple[int, TlsgateConfig] | None = None
+
+    def on_config(self, number: int, config: TlsgateConfig) -> None:
+        if self.runtime is None:
+            self.first = (number, config)
+        else:
+            self.runtime.set_config(config, number)  # raises ConfigError: follower reports it
+
+    def on_learned(self, entries: list[LearnedException]) -> None:
+        if self.runtime is not None:
+            self.runtime.learned.replace_all(
+                [
+                    LearnedEntry(
+                        e.host, e.port, e.reason, e.first_seen, e.last_seen, e.hits, e.expires_at
+                    )
+                    for e in entries
+                ]
+            )
+
+
+class _LearnedToStore:
+    """Learned exceptions go to the store (shared by all members) when it is reachable."""
+
+    def __init__(self, follower: ConfigFollower) -> None:
+        self.follower = follower
+
+    def learn(self, host: str, port: int, reason: str, ttl_seconds: float) -> None:
+        store = self.follower.store
+        if store is None:
+            log.warning("store unreachable: %s:%d is learned on this member only", host, port)
+            return
+        store.learn(host, port, reason, ttl_seconds)
+
+
+def _log_writer(config: TlsgateConfig, home: Home, store_url: str | None) -> LogWriter:
+    settings = config.log
+    sinks: list[LogSink] = [open_log_sink(store_url, home)]
+    if settings.w3c_directory is not None:
+        sinks.append(W3CFileSink(settings.w3c_directory))
+    writer = LogWriter(
+        sinks,
+        max_buffer=settings.buffer_records,
+        retention=Retention(
+            max_age=timedelta(days=settings.retention_days), max_rows=settings.max_records
+        ),
+    )
+    if not settings.enabled:
+        writer.submit = _discard  # type: ignore[method-assign]
+    return writer
+
+
+def _discard(record: LogRecord) -> None:
+    """``log.enabled = false``: requests are not recorded (for measurements only)."""
+
+
+async def _seed_from_file(opts: ServeOptions, file_config: TlsgateConfig) -> None:
+    """``--config FILE`` becomes the applied configuration (a new revision if it differs)."""
+
+    def seed() -> None:
+        store = open_store(opts.store_url, opts.home)
+        try:
+            rev = store.apply_document(
+                file_config.model_dump(mode="json"),
+                f"serve --config {opts.config_file}",
+                author(),
+                only_if_different=True,
+            )
+            log.info("configuration from %s is revision %d", opts.config_file, rev.number)
+        finally:
+            store.close()
+
+    try:
+        await asyncio.to_thread(seed)
+    except StoreError as exc:
+        log.warning("%s; running on %s until the store is back", exc.one_line(), opts.config_file)
+
+
+async def run_member(opts: ServeOptions) -> None:
+    home = opts.home.ensure()
+    ca = load_or_create_ca(home)
+    file_config = load_config_file(opts.config_file) if opts.config_file else None
+    if file_config is not None:
+        await _seed_from_file(opts, file_config)
+
+    live = _Live()
+    follower = ConfigFollower(
+        lambda: open_store(opts.store_url, home),
+        MemberInfo(opts.member, str(opts.listen), __version__),
+        live.on_config,
+        live.on_learned,
+        store_url=opts.store_url,
+        cache_file=home.root / "applied-revision.json",
+    )
+    try:
+        await follower.start()
+    except StoreError:
+        if file_config is None:
+            raise
+        live.first = (0, file_config)
+        follower.start_retrying()
+    assert live.first is not None
+    revision, config = live.first
+
+    upstream = None
+    if opts.upstream_ca is not None:
+        upstream = UpstreamSettings(
+            ca_file=opts.upstream_ca.resolve(), use_system_trust=config.upstream.use_system_trust
+        )
+    writer = _log_writer(config, home, opts.store_url)
+    writer.start()
+    runtime = Runtime(
+        config=config,
+        minter=LeafMinter(ca, home),
+        log=writer,
+        member=opts.member,
+        inspect_override=False if opts.no_inspect else None,
+        upstream_ca_override=upstream,
+        learned_store=_LearnedToStore(follower),
+    )
+    runtime.revision = revision
+    live.runtime = runtime
+
+    async def started(server: asyncio.Server) -> None:
+        mode = "inspection on" if runtime.inspection_enabled else "inspection off"
+        log.info(
+            "tlsgate %s member %s listening on %s (%s), configuration revision %d; CA %s; "
+            "home %s; pid %d",
+            __version__,
+            opts.member,
+            opts.listen,
+            mode,
+            revision,
+            home.ca_cert,
+            home.root,
+            os.getpid(),
+        )
+
+    try:
+        await serve_until_stopped(runtime, opts.listen, on_started=started)
+    finally:
+        await follower.stop()
+        await writer.stop()
+    log.info("stopped at %s", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))

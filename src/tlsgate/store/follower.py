@@ -1,0 +1,259 @@
+"""A member follows the store: it registers, loads the newest revision, swaps it in
+without a restart, reports a heartbeat, and survives store outages.
+
+PostgreSQL members are woken by NOTIFY (LISTEN ``tlsgate_config``) and also poll as a
+safety net; SQLite members poll the head revision (a one-row read) twice a second.
+While the store is unreachable the member keeps serving on its last good
+configuration, retries with capped exponential backoff, and logs one warning when the
+outage starts and one line when it ends.  The last good revision is also kept in the
+home directory, so a member can start while the store is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from tlsgate.config.model import TlsgateConfig
+from tlsgate.errors import ConfigError, StoreError
+from tlsgate.store.store import NOTIFY_CHANNEL, LearnedException, Revision, Store, is_postgres
+
+log = logging.getLogger("tlsgate.store")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    name: str
+    address: str
+    version: str
+
+
+class ConfigFollower:
+    def __init__(
+        self,
+        open_store: Callable[[], Store],
+        member: MemberInfo,
+        on_config: Callable[[int, TlsgateConfig], None],
+        on_learned: Callable[[list[LearnedException]], None],
+        *,
+        store_url: str | None = None,
+        cache_file: Path | None = None,
+        poll_interval: float = 0.5,
+        heartbeat_interval: float = 2.0,
+        backoff_max: float = 10.0,
+    ) -> None:
+        self._open = open_store
+        self.member = member
+        self._on_config = on_config
+        self._on_learned = on_learned
+        self._url = store_url
+        self._cache = cache_file
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.backoff_max = backoff_max
+        self.store: Store | None = None
+        self.applied = 0
+        self._failed = 0
+        self.state = "Pending"
+        self.description = "starting"
+        self.outage: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._listener: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+
+    # -- start and stop --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the newest revision (or the cached last good one when the store is down).
+
+        Raises StoreError only when the store is down and nothing is cached.
+        """
+        try:
+            await self._connect()
+            await self._sync()
+        except StoreError as exc:
+            cached = self._read_cache()
+            if cached is None:
+                raise
+            self._enter_outage(exc)
+            self._load(cached, from_cache=True)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="tlsgate-follower")
+
+    def start_retrying(self) -> None:
+        """Start the loop without a first revision (the caller runs on its own config)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="tlsgate-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await self._listener.close()
+        store = self.store
+        if store is not None:
+            with contextlib.suppress(StoreError):
+                await asyncio.wait_for(
+                    asyncio.to_thread(store.remove_member, self.member.name), timeout=5
+                )
+            await asyncio.to_thread(store.close)
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.5
+        next_beat = 0.0
+        while True:
+            try:
+                if self.store is None:
+                    await self._connect()
+                await self._sync()
+                if loop.time() >= next_beat:
+                    await self._beat()
+                    next_beat = loop.time() + self.heartbeat_interval
+                if self.outage is not None:
+                    log.warning(
+                        "store %s is reachable again; running revision %d",
+                        self._where(),
+                        self.applied,
+                    )
+                    self.outage = None
+                backoff = 0.5
+                await self._wait(self.poll_interval if self._listener is None else 2.0)
+            except StoreError as exc:
+                self._enter_outage(exc)
+                await self._drop_store()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+
+    async def _connect(self) -> None:
+        self.store = await asyncio.to_thread(self._open)
+        await asyncio.to_thread(
+            self.store.register_member, self.member.name, self.member.address, self.member.version
+        )
+        if is_postgres(self._url):
+            await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._url is not None
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=5
+            )
+            await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except (psycopg.Error, OSError) as exc:
+            log.info("LISTEN on the store failed (%s); polling instead", exc)
+            return
+        self._listener = conn
+        asyncio.get_running_loop().create_task(self._notifications(conn), name="tlsgate-listen")
+
+    async def _notifications(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        try:
+            async for _ in conn.notifies():
+                self._wake.set()
+        except (psycopg.Error, OSError):
+            pass  # the main loop notices the outage through its own queries
+        finally:
+            if self._listener is conn:
+                self._listener = None
+
+    async def _wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    async def _drop_store(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(store.close)
+        if self._listener is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await self._listener.close()
+            self._listener = None
+
+    async def _sync(self) -> None:
+        store = self.store
+        assert store is not None
+        head = await asyncio.to_thread(store.head_number)
+        if head != self.applied and head != self._failed:
+            rev = await asyncio.to_thread(store.revision, head)
+            self._load(rev)
+            await self._beat()
+        learned = await asyncio.to_thread(store.learned)
+        self._on_learned(learned)
+
+    async def _beat(self) -> None:
+        store = self.store
+        assert store is not None
+        await asyncio.to_thread(
+            store.heartbeat, self.member.name, self.applied, self.state, self.description
+        )
+
+    # -- loading ------------------------------------------------------------------------------
+    def _load(self, rev: Revision, *, from_cache: bool = False) -> None:
+        try:
+            config = rev.config()
+            self._on_config(rev.number, config)
+        except ConfigError as exc:
+            self._failed = rev.number
+            self.state = "Error"
+            self.description = (
+                f"Revision {rev.number} could not be loaded: {exc.message}; still running "
+                f"revision {self.applied}."
+            )
+            log.error(
+                "configuration revision %d refused: %s; keeping revision %d",
+                rev.number,
+                exc.message,
+                self.applied,
+            )
+            return
+        self.applied = rev.number
+        self._failed = 0
+        self.state = "Synced"
+        self.description = ""
+        where = "the cached copy (store unreachable)" if from_cache else self._where()
+        log.info("running configuration revision %d from %s", rev.number, where)
+        if not from_cache:
+            self._write_cache(rev)
+
+    def _write_cache(self, rev: Revision) -> None:
+        if self._cache is None:
+            return
+        tmp = self._cache.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"number": rev.number, "document": rev.document}))
+            tmp.replace(self._cache)
+        except OSError as exc:
+            log.warning("cannot cache revision %d in %s: %s", rev.number, self._cache, exc)
+
+    def _read_cache(self) -> Revision | None:
+        if self._cache is None or not self._cache.exists():
+            return None
+        try:
+            data = json.loads(self._cache.read_text())
+            return Revision(int(data["number"]), data["document"], "", _EPOCH, "cached", None)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _enter_outage(self, exc: StoreError) -> None:
+        if self.outage is None:
+            log.warning(
+                "%s; serving on revision %d until the store is back", exc.one_line(), self.applied
+            )
+        self.outage = exc.message
+
+    def _where(self) -> str:
+        return self.store.location if self.store is not None else "the store"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
