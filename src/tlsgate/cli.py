@@ -12,10 +12,12 @@ import click
 
 from tlsgate import __version__
 from tlsgate.commands.ca import ca
+from tlsgate.commands.inspection import inspection
 from tlsgate.commands.log import log
 from tlsgate.commands.policy import POLICY_COMMANDS
 from tlsgate.commands.probe import probe
 from tlsgate.commands.serve import serve
+from tlsgate.commands.store import STORE_COMMANDS
 from tlsgate.errors import TlsgateError
 
 
@@ -25,7 +27,7 @@ def cli() -> None:
     """tlsgate: a forward web proxy that inspects HTTPS and knows when it must not."""
 
 
-for command in (serve, ca, log, probe, *POLICY_COMMANDS):
+for command in (serve, ca, log, probe, inspection, *STORE_COMMANDS, *POLICY_COMMANDS):
     cli.add_command(command)
 
 

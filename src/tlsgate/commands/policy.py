@@ -30,6 +30,7 @@ from tlsgate.policy import edit
 from tlsgate.policy.access import explain as explain_text
 from tlsgate.policy.access import facts_for_url
 from tlsgate.policy.auth import hash_password
+from tlsgate.policy.inspection import ConnectFacts, LearnedEntry, explain_connect
 
 CHECK_FAILED_EXIT = 2
 
@@ -530,6 +531,30 @@ def explain(
     facts = facts_for_url(source, url, method=method, user=user)
     cfg = read_config(config_file, store_url, home)
     click.echo(explain_text(cfg, facts))
+    for f in facts:
+        if f.is_connect:
+            learned = None
+            if config_file is None and _store_available():
+                learned = _learned_entry(store_url, home, f.host, f.port)
+            lines = explain_connect(
+                cfg.inspection, ConnectFacts(f.source_ip, f.host, f.port), learned=learned
+            )
+            click.echo("\n".join(lines))
+
+
+def _learned_entry(store_url: str | None, home: Home, host: str, port: int) -> LearnedEntry | None:
+    from tlsgate.store import open_store
+
+    store = open_store(store_url, home)
+    try:
+        for e in store.learned():
+            if (e.host, e.port) == (host, port):
+                return LearnedEntry(
+                    e.host, e.port, e.reason, e.first_seen, e.last_seen, e.hits, e.expires_at
+                )
+    finally:
+        store.close()
+    return None
 
 
 POLICY_COMMANDS: list[click.Command] = [

@@ -130,3 +130,42 @@ def fix_commands(source_ip: str, host: str) -> list[str]:
         f"tlsgate inspection except destination add {host}",
         "tlsgate apply -m 'client certificate exception'",
     ]
+
+
+def explain_connect(
+    settings: InspectionSettings,
+    facts: ConnectFacts,
+    *,
+    inspection_enabled: bool = True,
+    learned: LearnedEntry | None = None,
+) -> list[str]:
+    """What happens to an HTTPS connection, in words, before any probe (for explain)."""
+    first = decide_connect(settings, facts, inspection_enabled=inspection_enabled, learned=learned)
+    target = f"{facts.host}:{facts.port}"
+    if isinstance(first, Tunnel):
+        return [f"HTTPS inspection: tunnel {target} at CONNECT time — {first.reason}."]
+    lines = [
+        f"HTTPS inspection: inspect {target} — {first.reason}; tlsgate talks to the server "
+        "first and then decides:",
+        "  - the server's certificate is not valid → the client gets an error page "
+        "(12224 to 12228), never a tunnel;",
+    ]
+    if settings.on_client_certificate == "deny":
+        lines.append(
+            "  - the server asks for a client certificate → deny with 12229 "
+            "(inspection.on_client_certificate = deny);"
+        )
+    elif settings.auto_tunnel_destinations and not domain_matches(
+        facts.host, settings.auto_tunnel_destinations
+    ):
+        lines.append(
+            "  - the server asks for a client certificate → deny with 12229 "
+            f"({facts.host} is not in inspection.auto_tunnel_destinations);"
+        )
+    else:
+        lines.append(
+            "  - the server asks for a client certificate → tunnel untouched and learn it for "
+            f"{settings.learned_ttl_hours:g} h (inspection.on_client_certificate = tunnel);"
+        )
+    lines.append("  - otherwise → inspect with a certificate from tlsgate's CA.")
+    return lines
