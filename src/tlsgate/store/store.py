@@ -414,7 +414,11 @@ class Store:
 
     def forget_all(self) -> int:
         with self.db.transaction("forget learned exceptions"):
-            count = len(self.db.query("SELECT 1 FROM learned_exceptions"))
+            count = len(
+                self.db.query(
+                    "SELECT 1 FROM learned_exceptions WHERE expires_at > ?", (_ts(self.now()),)
+                )
+            )
             self.db.query("DELETE FROM learned_exceptions")
             return count
 
