@@ -129,7 +129,7 @@ def test_invalid_revision_is_refused_and_changes_nothing(store: Store):
 
 
 def test_staging_an_impossible_change_is_refused(store: Store):
-    with pytest.raises(ConfigError, match="is not in inspection.source_exceptions"):
+    with pytest.raises(ConfigError, match=r"is not in inspection\.source_exceptions"):
         store.stage([ChangeOp("remove", "inspection.source_exceptions", "10.9.9.9")], "a")
     assert store.staged() == []
 

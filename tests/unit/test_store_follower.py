@@ -110,7 +110,7 @@ def test_refused_revision_reports_error_and_keeps_the_old_one(url, home):
         await f.start()
         await asyncio.to_thread(stage_and_apply, url, home, "10.0.0.1")
         await until(lambda: states(url, home).get("m1", ("", ""))[0] == "Error")
-        state, desc = states(url, home)["m1"]
+        _state, desc = states(url, home)["m1"]
         assert "Revision 2 could not be loaded" in desc and "still running revision 1" in desc
         assert m.revisions == [1]
         n = await asyncio.to_thread(stage_and_apply, url, home, "10.0.0.2")
