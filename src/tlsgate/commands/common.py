@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,7 +15,9 @@ from tlsgate.config.home import Home, resolve_home
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(highlight=False, soft_wrap=True)
+# Tables printed into a pipe or file keep whole values on one line (for grep and scripts).
+_WIDTH = None if sys.stdout.isatty() else 240
+console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
