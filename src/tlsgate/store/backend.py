@@ -50,6 +50,8 @@ MIGRATIONS: list[dict[str, list[str]]] = [
     },
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+WRITER_LOCK = 7262746167
+"""PostgreSQL advisory lock key held by every write transaction on the store."""
 
 
 def redact(url: str) -> str:
@@ -77,7 +79,7 @@ class Backend:
     def _execute(self, sql: str, params: Sequence[Any]) -> list[Row]:
         raise NotImplementedError
 
-    def _begin(self) -> None:
+    def _begin(self, write: bool) -> None:
         raise NotImplementedError
 
     def _commit(self) -> None:
@@ -101,12 +103,16 @@ class Backend:
 
     # -- shared -------------------------------------------------------------------------
     @contextmanager
-    def transaction(self, action: str) -> Iterator[Backend]:
-        """A write transaction holding the store-wide lock row (serialises writers)."""
+    def transaction(self, action: str, *, write: bool = True) -> Iterator[Backend]:
+        """A transaction; ``write`` holds the store-wide writer lock (serialises writers).
+
+        A read transaction takes no lock and sees one snapshot, so ``tlsgate status`` and
+        the members' polls never wait behind an apply (nor need write access to SQLite).
+        """
         with self._lock:
             try:
                 self._connect()
-                self._begin()
+                self._begin(write)
             except (sqlite3.Error, psycopg.Error, OSError) as exc:
                 raise self._error(action, exc) from None
             try:
@@ -129,8 +135,8 @@ class Backend:
                 raise self._error(action, exc) from None
 
     def read(self, sql: str, params: Sequence[Any] = (), *, action: str = "read") -> list[Row]:
-        """A read outside any transaction: its own short transaction."""
-        with self.transaction(action):
+        """A read outside any transaction: its own short read-only transaction."""
+        with self.transaction(action, write=False):
             return self.query(sql, params, action=action)
 
     def migrate(self) -> None:
@@ -160,9 +166,10 @@ class Backend:
 class SqliteBackend(Backend):
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 15.0) -> None:
         super().__init__()
         self.path = path
+        self.busy_timeout = busy_timeout
         self.location = str(path)
         self._conn: sqlite3.Connection | None = None
 
@@ -170,20 +177,29 @@ class SqliteBackend(Backend):
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                self.path, timeout=15.0, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # an applied revision survives a crash
-            conn.execute("PRAGMA busy_timeout=15000")
+            try:
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")  # an applied revision survives a crash
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
 
     def _execute(self, sql: str, params: Sequence[Any]) -> list[Row]:
         assert self._conn is not None
         return self._conn.execute(sql, tuple(params)).fetchall()
 
-    def _begin(self) -> None:
+    def _begin(self, write: bool) -> None:
         assert self._conn is not None
-        self._conn.execute("BEGIN IMMEDIATE")
+        # IMMEDIATE takes the write lock up front, so two applies cannot both read the
+        # same head; a deferred read sees one WAL snapshot and blocks nobody.
+        self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
 
     def _commit(self) -> None:
         if self._conn is not None and self._conn.in_transaction:
@@ -234,12 +250,17 @@ class PostgresBackend(Backend):
         cur = self._conn.execute(sql.replace("?", "%s"), tuple(params))
         return cur.fetchall() if cur.description is not None else []
 
-    def _begin(self) -> None:
+    def _begin(self, write: bool) -> None:
         assert self._conn is not None
+        if not write:
+            # One snapshot for the whole read (head and staged operations agree).
+            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return
         self._conn.execute("BEGIN")
-        # One row serialises writers, as SQLite's BEGIN IMMEDIATE does.  The table may
-        # not exist before the first migration; the advisory lock covers that case.
-        self._conn.execute("SELECT pg_advisory_xact_lock(7262746167)")
+        # One lock serialises writers, as SQLite's BEGIN IMMEDIATE does.  An advisory
+        # transaction lock rather than SELECT ... FOR UPDATE on a meta row: it also
+        # serialises the first migration, before any table exists.
+        self._conn.execute(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 
     def _commit(self) -> None:
         if self._conn is not None and not self._conn.closed:

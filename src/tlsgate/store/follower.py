@@ -68,6 +68,8 @@ class ConfigFollower:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._listener: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        # asyncio keeps only weak references to tasks: hold the listener's here.
+        self._listen_task: asyncio.Task[None] | None = None
 
     # -- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
@@ -95,9 +97,7 @@ class ConfigFollower:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._listener is not None:
-            with contextlib.suppress(psycopg.Error, OSError):
-                await self._listener.close()
+        await self._close_listener()
         store = self.store
         if store is not None:
             with contextlib.suppress(StoreError):
@@ -133,6 +133,13 @@ class ConfigFollower:
                 await self._drop_store()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max)
+            except Exception:
+                # A bug must not end live configuration for the member's lifetime: log it
+                # with its traceback (for a bug report), start over on a new connection.
+                log.exception("configuration follower failed; retrying in %.1f s", backoff)
+                await self._drop_store()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
 
     async def _connect(self) -> None:
         self.store = await asyncio.to_thread(self._open)
@@ -153,7 +160,9 @@ class ConfigFollower:
             log.info("LISTEN on the store failed (%s); polling instead", exc)
             return
         self._listener = conn
-        asyncio.get_running_loop().create_task(self._notifications(conn), name="tlsgate-listen")
+        self._listen_task = asyncio.get_running_loop().create_task(
+            self._notifications(conn), name="tlsgate-listen"
+        )
 
     async def _notifications(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         try:
@@ -175,10 +184,18 @@ class ConfigFollower:
         if store is not None:
             with contextlib.suppress(StoreError):
                 await asyncio.to_thread(store.close)
-        if self._listener is not None:
+        await self._close_listener()
+
+    async def _close_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        task, self._listen_task = self._listen_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if conn is not None:
             with contextlib.suppress(psycopg.Error, OSError):
-                await self._listener.close()
-            self._listener = None
+                await conn.close()
 
     async def _sync(self) -> None:
         store = self.store
@@ -203,7 +220,12 @@ class ConfigFollower:
         try:
             config = rev.config()
             self._on_config(rev.number, config)
-        except ConfigError as exc:
+        except Exception as exc:
+            # ConfigError is the expected refusal; anything else raised by the callback is
+            # reported the same way (the member keeps its configuration either way).
+            if not isinstance(exc, ConfigError):
+                log.exception("loading configuration revision %d failed", rev.number)
+                exc = ConfigError(f"{type(exc).__name__}: {exc}")
             self._failed = rev.number
             self.state = "Error"
             self.description = (

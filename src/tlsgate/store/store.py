@@ -12,9 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from tlsgate.config.home import Home
+from tlsgate.config.loader import check_config
 from tlsgate.config.model import TlsgateConfig
 from tlsgate.config.toml_writer import config_to_toml
 from tlsgate.errors import ConfigError, ConflictError, StoreError
@@ -49,14 +48,11 @@ class Revision:
     parent: int | None
 
     def config(self) -> TlsgateConfig:
-        try:
-            return TlsgateConfig.model_validate(self.document)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(
-                f"revision {self.number} does not validate: {where}: {first['msg']}"
-            ) from None
+        """The typed configuration, or ConfigError naming every problem (one line)."""
+        config, problems = _problems(self.document, f"revision {self.number}")
+        if config is None:
+            raise ConfigError(f"revision {self.number} does not validate: {problems}")
+        return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +78,20 @@ class LearnedException:
     expires_at: datetime
 
 
+def _problems(document: dict[str, Any], what: str) -> tuple[TlsgateConfig | None, str]:
+    """Validate like ``tlsgate config check`` does: the config, or every problem on one line."""
+    config, problems = check_config(document, source=what)
+    return config, "; ".join(p.removeprefix(f"{what}: ") for p in problems)
+
+
 def _validate(document: dict[str, Any], what: str) -> TlsgateConfig:
-    try:
-        return TlsgateConfig.model_validate(document)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(configuration)"
-            problems.append(f"{where}: {err['msg']}")
+    config, problems = _problems(document, what)
+    if config is None:
         raise ConfigError(
-            f"{what} is not a valid configuration: " + "; ".join(problems),
+            f"{what} is not a valid configuration: {problems}",
             fix="run 'tlsgate diff', correct or 'tlsgate discard' the change, then apply",
-        ) from None
+        )
+    return config
 
 
 class Store:
@@ -137,6 +135,13 @@ class Store:
 
     _REV_COLUMNS = "number, document, author, created_at, message, parent"
 
+    def _head_in_transaction(self) -> Revision:
+        rows = self.db.query(
+            f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1",
+            action="read the newest revision",
+        )
+        return self._revision(rows[0])
+
     def head_number(self) -> int:
         rows = self.db.read("SELECT value FROM meta WHERE key = 'head'", action="read the head")
         return int(rows[0][0])
@@ -179,16 +184,13 @@ class Store:
         return [(int(r[0]), ChangeOp(r[1], r[2], json.loads(r[3]), r[4], _dt(r[5]))) for r in rows]
 
     def staged(self) -> list[ChangeOp]:
-        with self.db.transaction("read staged changes"):
+        with self.db.transaction("read staged changes", write=False):
             return [op for _, op in self._staged_rows()]
 
     def staged_document(self) -> dict[str, Any]:
-        with self.db.transaction("read staged changes"):
-            head = self._revision(
-                self.db.query(
-                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
-                )[0]
-            )
+        """The head revision's document with the staged operations replayed on it."""
+        with self.db.transaction("read staged changes", write=False):
+            head = self._head_in_transaction()
             return apply_ops(head.document, [op for _, op in self._staged_rows()])
 
     def staged_config(self) -> TlsgateConfig:
@@ -199,11 +201,7 @@ class Store:
         number of staged operations afterwards."""
         now = self.now()
         with self.db.transaction("stage a change"):
-            head = self._revision(
-                self.db.query(
-                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
-                )[0]
-            )
+            head = self._head_in_transaction()
             staged = [op for _, op in self._staged_rows()]
             apply_ops(head.document, staged + ops)  # raises ConfigError: nothing staged
             for op in ops:
@@ -222,24 +220,30 @@ class Store:
             return count
 
     def diff(self) -> list[str]:
-        """Unified diff, applied vs staged, as tlsgate.toml text."""
-        with self.db.transaction("read staged changes"):
-            head = self._revision(
-                self.db.query(
-                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
-                )[0]
-            )
+        """Unified diff, applied vs staged, as tlsgate.toml text (empty: nothing staged).
+
+        When either side does not validate, both are shown as sorted JSON instead (with
+        the reason on top), so the diff still shows only what the staged changes touch.
+        """
+        with self.db.transaction("read staged changes", write=False):
+            head = self._head_in_transaction()
             staged_doc = apply_ops(head.document, [op for _, op in self._staged_rows()])
-        before = config_to_toml(head.config()).splitlines(keepends=True)
-        try:
-            after = config_to_toml(_validate(staged_doc, "the staged configuration"))
-        except ConfigError as exc:
-            after = f"# staged configuration does not validate: {exc.message}\n" + json.dumps(
-                staged_doc, indent=2, sort_keys=True
-            )
+        applied, applied_problems = _problems(head.document, f"revision {head.number}")
+        staged, staged_problems = _problems(staged_doc, "the staged configuration")
+        if applied is not None and staged is not None:
+            before, after = config_to_toml(applied), config_to_toml(staged)
+        else:
+            before = json.dumps(head.document, indent=2, sort_keys=True) + "\n"
+            after = json.dumps(staged_doc, indent=2, sort_keys=True) + "\n"
+            if staged_problems:
+                after = f"# the staged configuration does not validate: {staged_problems}\n" + after
+            if applied_problems:
+                before = (
+                    f"# revision {head.number} does not validate: {applied_problems}\n" + before
+                )
         return list(
             difflib.unified_diff(
-                before,
+                before.splitlines(keepends=True),
                 after.splitlines(keepends=True),
                 f"revision {head.number} (applied)",
                 "staged",
@@ -253,17 +257,13 @@ class Store:
         since, nothing changes and ConflictError says so (the staged changes stay).
         """
         with self.db.transaction("apply the configuration"):
-            head = self._revision(
-                self.db.query(
-                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
-                )[0]
-            )
+            head = self._head_in_transaction()
             if expected_head is not None and head.number != expected_head:
                 raise ConflictError(
                     f"revision {head.number} was applied by {head.author} at "
                     f"{head.created_at:%Y-%m-%d %H:%M:%S} UTC since you looked at revision "
-                    f"{expected_head}; nothing was changed",
-                    fix="run 'tlsgate diff' to review, then apply again",
+                    f"{expected_head}; nothing was changed and the staged changes are kept",
+                    fix="run 'tlsgate diff' and apply again",
                 )
             rows = self._staged_rows()
             if not rows:
@@ -297,11 +297,7 @@ class Store:
         _validate(document, "the configuration")
         canonical = json.loads(json.dumps(document, sort_keys=True))
         with self.db.transaction("apply a configuration"):
-            head = self._revision(
-                self.db.query(
-                    f"SELECT {self._REV_COLUMNS} FROM revisions ORDER BY number DESC LIMIT 1"
-                )[0]
-            )
+            head = self._head_in_transaction()
             if only_if_different and head.document == canonical:
                 return head
             self._insert_revision(head.number + 1, canonical, author, message, head.number)
@@ -365,8 +361,16 @@ class Store:
         return out
 
     # -- learned exceptions ------------------------------------------------------------
-    def learn(self, host: str, port: int, reason: str, ttl_seconds: float) -> LearnedException:
-        now = self.now()
+    def learn(
+        self,
+        host: str,
+        port: int,
+        reason: str,
+        ttl_seconds: float,
+        now: datetime | None = None,
+    ) -> LearnedException:
+        """Record (or renew) a server to tunnel: hits +1, last seen and expiry move on."""
+        now = now or self.now()
         expires = now + timedelta(seconds=ttl_seconds)
         with self.db.transaction("record a learned exception"):
             rows = self.db.query(
@@ -388,17 +392,26 @@ class Store:
             )
         return LearnedException(host, port, reason, first, now, hits, expires)
 
-    def learned(self) -> list[LearnedException]:
+    def learned(self, now: datetime | None = None) -> list[LearnedException]:
+        """The unexpired learned exceptions, by host and port."""
         rows = self.db.read(
             "SELECT host, port, reason, first_seen, last_seen, hits, expires_at "
             "FROM learned_exceptions WHERE expires_at > ? ORDER BY host, port",
-            (_ts(self.now()),),
+            (_ts(now or self.now()),),
             action="read learned exceptions",
         )
         return [
             LearnedException(r[0], int(r[1]), r[2], _dt(r[3]), _dt(r[4]), int(r[5]), _dt(r[6]))
             for r in rows
         ]
+
+    def is_learned(self, host: str, port: int, now: datetime | None = None) -> bool:
+        rows = self.db.read(
+            "SELECT 1 FROM learned_exceptions WHERE host = ? AND port = ? AND expires_at > ?",
+            (host, port, _ts(now or self.now())),
+            action="read learned exceptions",
+        )
+        return bool(rows)
 
     def forget(self, host: str, port: int) -> bool:
         with self.db.transaction("forget a learned exception"):
