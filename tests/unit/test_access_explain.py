@@ -116,7 +116,8 @@ def test_explain_each_earlier_rule(config_file: Path, tlsgate_home: Path) -> Non
         str(config_file),
         home=tlsgate_home,
     )
-    connect, inner = out.strip().split("\n\n")
+    connect, inner, inspection = out.strip().split("\n\n")
+    assert inspection.startswith("HTTPS inspection: inspect www.example.com:8443")
     assert connect.splitlines() == [
         "CONNECT www.example.com:8443 from 10.0.0.7, user anonymous",
         "  source network Internal, destination network External",
@@ -148,7 +149,9 @@ def test_explain_partner_port(config_file: Path, tlsgate_home: Path) -> None:
         home=tlsgate_home,
     )
     assert out.splitlines()[0] == "CONNECT x.partner.example:8443 from 10.0.0.7, user alice"
-    assert out.splitlines()[-1] == "  => ALLOWED by rule 'Partners'"
+    access, inspection = out.strip().split("\n\n")
+    assert access.splitlines()[-1] == "  => ALLOWED by rule 'Partners'"
+    assert "server asks for a client certificate" in inspection
 
 
 def test_explain_function_accepts_one_fact() -> None:

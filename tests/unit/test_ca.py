@@ -491,7 +491,11 @@ def test_leaf_for_a_host_name(authority: CertificateAuthority, home: Home, tmp_p
     assert aki.key_identifier == ski.digest
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert 0 < leaf.serial_number < 1 << 128
-    assert dt.timedelta(minutes=59) < NOW - leaf.not_valid_before_utc < dt.timedelta(minutes=61)
+    assert (
+        dt.timedelta(minutes=59)
+        < dt.datetime.now(dt.UTC) - leaf.not_valid_before_utc
+        < dt.timedelta(minutes=61)
+    )
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
     assert lifetime == dt.timedelta(days=14, hours=1)
     assert isinstance(leaf.public_key(), ec.EllipticCurvePublicKey)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,10 +14,21 @@ from tlsgate.config.home import Home, resolve_home
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Tables printed into a pipe or file keep whole values on one line (for grep and scripts).
-_WIDTH = None if sys.stdout.isatty() else 240
-console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+class _Console(Console):
+    """Into a pipe or file, tables keep whole values on one line (for grep and scripts);
+    decided at each print, as stdout may change (tests, redirection)."""
+
+    @property
+    def width(self) -> int:
+        return super().width if self.is_terminal else 240
+
+    @width.setter
+    def width(self, value: int) -> None:
+        Console.width.fset(self, value)  # type: ignore[attr-defined]
+
+
+console = _Console(highlight=False, soft_wrap=True)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def home_option(func: F) -> F:

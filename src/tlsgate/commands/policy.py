@@ -539,7 +539,7 @@ def explain(
             lines = explain_connect(
                 cfg.inspection, ConnectFacts(f.source_ip, f.host, f.port), learned=learned
             )
-            click.echo("\n".join(lines))
+            click.echo("\n" + "\n".join(lines))
 
 
 def _learned_entry(store_url: str | None, home: Home, host: str, port: int) -> LearnedEntry | None:
