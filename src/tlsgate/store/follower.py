@@ -47,9 +47,13 @@ class ConfigFollower:
         store_url: str | None = None,
         cache_file: Path | None = None,
         poll_interval: float = 0.5,
+        listen_poll_interval: float = 2.0,
         heartbeat_interval: float = 2.0,
         backoff_max: float = 10.0,
     ) -> None:
+        """``poll_interval``: seconds between polls without LISTEN (SQLite, or LISTEN
+        failed); ``listen_poll_interval``: the safety-net poll while NOTIFY wakes us (it
+        also refreshes learned exceptions, which are not notified)."""
         self._open = open_store
         self.member = member
         self._on_config = on_config
@@ -57,6 +61,7 @@ class ConfigFollower:
         self._url = store_url
         self._cache = cache_file
         self.poll_interval = poll_interval
+        self.listen_poll_interval = listen_poll_interval
         self.heartbeat_interval = heartbeat_interval
         self.backoff_max = backoff_max
         self.store: Store | None = None
@@ -127,7 +132,9 @@ class ConfigFollower:
                     )
                     self.outage = None
                 backoff = 0.5
-                await self._wait(self.poll_interval if self._listener is None else 2.0)
+                poll = self.poll_interval if self._listener is None else self.listen_poll_interval
+                # Wake for the next heartbeat too, however long the poll interval is.
+                await self._wait(max(0.0, min(poll, next_beat - loop.time())))
             except StoreError as exc:
                 self._enter_outage(exc)
                 await self._drop_store()

@@ -1,0 +1,167 @@
+"""Members following the store, beyond the basics: woken by NOTIFY rather than polling,
+a failing member keeps following, heartbeats keep coming while nothing changes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tlsgate.config.home import Home
+from tlsgate.config.model import TlsgateConfig
+from tlsgate.store import ChangeOp, LearnedException, MemberStatus, open_store
+from tlsgate.store.follower import ConfigFollower, MemberInfo
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    dsn: str = request.getfixturevalue("fresh_pg_dsn")
+    return dsn
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return Home(tmp_path / "home").ensure()
+
+
+class Member:
+    """Receives revisions like the proxy runtime; ``broken`` revisions raise a bug."""
+
+    def __init__(self, broken: set[int] | None = None) -> None:
+        self.revisions: list[int] = []
+        self.sources: list[str] = []
+        self.broken = broken or set()
+
+    def on_config(self, number: int, config: TlsgateConfig) -> None:
+        if number in self.broken:
+            raise RuntimeError("policy compiler crashed")
+        self.revisions.append(number)
+        self.sources = config.inspection.source_exceptions
+
+    def on_learned(self, entries: list[LearnedException]) -> None:
+        pass
+
+
+async def until(pred: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll for a condition with a generous deadline (no timing is asserted)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+def apply_source(url: str, home: Home, value: str) -> int:
+    s = open_store(url, home)
+    try:
+        s.stage([ChangeOp("add", "inspection.source_exceptions", value)], "admin")
+        return s.apply(value, "admin").number
+    finally:
+        s.close()
+
+
+def member_row(url: str, home: Home, name: str) -> MemberStatus | None:
+    s = open_store(url, home)
+    try:
+        return next((m for m in s.members() if m.name == name), None)
+    finally:
+        s.close()
+
+
+def test_postgres_member_is_woken_by_notify(fresh_pg_dsn: str, home: Home):
+    """Polls are an hour apart, so only NOTIFY can deliver the revision in time."""
+    m = Member()
+
+    async def run() -> None:
+        f = ConfigFollower(
+            lambda: open_store(fresh_pg_dsn, home),
+            MemberInfo("m1", "127.0.0.1:8080", "test"),
+            m.on_config,
+            m.on_learned,
+            store_url=fresh_pg_dsn,
+            poll_interval=3600,
+            listen_poll_interval=3600,
+            heartbeat_interval=3600,
+        )
+        await f.start()
+        try:
+            for value in ("10.0.0.1", "10.0.0.2"):
+                n = await asyncio.to_thread(apply_source, fresh_pg_dsn, home, value)
+                await until(lambda n=n: m.revisions[-1] == n)
+            assert m.sources == ["10.0.0.1", "10.0.0.2"]
+        finally:
+            await f.stop()
+
+    asyncio.run(run())
+
+
+def test_a_member_bug_is_reported_as_error_and_following_continues(url: str, home: Home):
+    m = Member(broken={2})
+
+    async def run() -> None:
+        f = ConfigFollower(
+            lambda: open_store(url, home),
+            MemberInfo("m1", "127.0.0.1:8080", "test"),
+            m.on_config,
+            m.on_learned,
+            store_url=url,
+            poll_interval=0.1,
+            heartbeat_interval=0.2,
+        )
+        await f.start()
+        try:
+            await asyncio.to_thread(apply_source, url, home, "10.0.0.1")
+            await until(lambda: getattr(member_row(url, home, "m1"), "state", "") == "Error")
+            row = member_row(url, home, "m1")
+            assert row is not None and row.applied_revision == 1
+            assert "Revision 2 could not be loaded: RuntimeError: policy compiler crashed" in (
+                row.description
+            )
+            assert m.revisions == [1] and m.sources == []
+            n = await asyncio.to_thread(apply_source, url, home, "10.0.0.2")
+            await until(lambda: m.revisions[-1] == n)
+            await until(lambda: getattr(member_row(url, home, "m1"), "state", "") == "Synced")
+            assert m.sources == ["10.0.0.1", "10.0.0.2"]
+        finally:
+            await f.stop()
+
+    asyncio.run(run())
+
+
+def test_heartbeats_continue_while_nothing_changes(url: str, home: Home):
+    """A member with long polls still heartbeats, so it never turns Unreachable."""
+    m = Member()
+
+    async def run() -> None:
+        f = ConfigFollower(
+            lambda: open_store(url, home),
+            MemberInfo("m1", "127.0.0.1:8080", "test"),
+            m.on_config,
+            m.on_learned,
+            store_url=url,
+            poll_interval=3600,
+            listen_poll_interval=3600,
+            heartbeat_interval=0.1,
+        )
+        await f.start()
+        try:
+            first = member_row(url, home, "m1")
+            assert first is not None
+            await until(
+                lambda: (
+                    getattr(member_row(url, home, "m1"), "heartbeat_at", first.heartbeat_at)
+                    > first.heartbeat_at
+                )
+            )
+        finally:
+            await f.stop()
+        assert member_row(url, home, "m1") is None  # a stopped member leaves the list
+
+    asyncio.run(run())
