@@ -12,6 +12,7 @@ import pytest
 
 from tlsgate.config.home import Home
 from tlsgate.config.model import TlsgateConfig
+from tlsgate.errors import ConfigError
 from tlsgate.store import ChangeOp, LearnedException, MemberStatus, open_store
 from tlsgate.store.follower import ConfigFollower, MemberInfo
 
@@ -165,3 +166,62 @@ def test_heartbeats_continue_while_nothing_changes(url: str, home: Home):
         assert member_row(url, home, "m1") is None  # a stopped member leaves the list
 
     asyncio.run(run())
+
+
+def _follower(url: str, home: Home, m: Member) -> ConfigFollower:
+    return ConfigFollower(
+        lambda: open_store(url, home),
+        MemberInfo("m1", "127.0.0.1:8080", "test"),
+        m.on_config,
+        m.on_learned,
+        store_url=url,
+        cache_file=home.root / "applied-revision.json",
+        poll_interval=0.1,
+        heartbeat_interval=0.2,
+    )
+
+
+def test_a_refused_newest_revision_at_start(url: str, home: Home):
+    """Start on the cached last good revision and report Error; with nothing cached,
+    refuse to start with the reason (and leave the Error visible in status)."""
+
+    async def first_run() -> None:
+        f = _follower(url, home, Member())
+        await f.start()
+        await asyncio.to_thread(apply_source, url, home, "10.0.0.1")  # revision 2
+        await until(lambda: f.applied == 2)
+        await f.stop()
+
+    asyncio.run(first_run())
+    apply_source(url, home, "10.0.0.2")  # revision 3, which this machine cannot load
+
+    m = Member(broken={3})
+
+    async def restart() -> None:
+        f = _follower(url, home, m)
+        await f.start()
+        try:
+            assert m.revisions == [2] and m.sources == ["10.0.0.1"]
+            row = member_row(url, home, "m1")
+            assert row is not None and row.state == "Error"
+            assert row.description == (
+                "Revision 3 could not be loaded: RuntimeError: policy compiler crashed; "
+                "still running revision 2."
+            )
+        finally:
+            await f.stop()
+
+    asyncio.run(restart())
+
+    (home.root / "applied-revision.json").unlink()
+
+    async def nothing_cached() -> None:
+        f = _follower(url, home, Member(broken={3}))
+        with pytest.raises(ConfigError) as err:
+            await f.start()
+        assert "configuration revision 3 cannot be loaded on this member" in err.value.message
+        assert "policy compiler crashed" in err.value.message
+
+    asyncio.run(nothing_cached())
+    row = member_row(url, home, "m1")
+    assert row is not None and row.state == "Error" and "not serving" in row.description

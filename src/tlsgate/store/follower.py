@@ -67,6 +67,7 @@ class ConfigFollower:
         self.store: Store | None = None
         self.applied = 0
         self._failed = 0
+        self._failed_reason = ""
         self.state = "Pending"
         self.description = "starting"
         self.outage: str | None = None
@@ -78,9 +79,12 @@ class ConfigFollower:
 
     # -- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the newest revision (or the cached last good one when the store is down).
+        """Load the newest revision (or the cached last good one when the store is down
+        or the newest cannot be loaded here).
 
-        Raises StoreError only when the store is down and nothing is cached.
+        Raises StoreError when the store is down and nothing is cached, ConfigError when
+        the newest revision is refused and nothing is cached (the member row then shows
+        Error with the reason until it turns Unreachable).
         """
         try:
             await self._connect()
@@ -91,7 +95,25 @@ class ConfigFollower:
                 raise
             self._enter_outage(exc)
             self._load(cached, from_cache=True)
+        if self.applied == 0 and self._failed:
+            await self._start_on_cache_after_refusal()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tlsgate-follower")
+
+    async def _start_on_cache_after_refusal(self) -> None:
+        failed, reason = self._failed, self._failed_reason
+        cached = self._read_cache()
+        if cached is not None:
+            self._load(cached, from_cache=True)
+        if self.applied == 0:
+            await self._drop_store()
+            raise ConfigError(
+                f"configuration revision {failed} cannot be loaded on this member: {reason}",
+                fix="fix it on this machine, or apply a corrected revision, then start again",
+            )
+        # Running the cached revision: still report the refused one.
+        self._refuse(failed, reason)
+        if self.store is not None:
+            await self._beat()
 
     def start_retrying(self) -> None:
         """Start the loop without a first revision (the caller runs on its own config)."""
@@ -233,12 +255,7 @@ class ConfigFollower:
             if not isinstance(exc, ConfigError):
                 log.exception("loading configuration revision %d failed", rev.number)
                 exc = ConfigError(f"{type(exc).__name__}: {exc}")
-            self._failed = rev.number
-            self.state = "Error"
-            self.description = (
-                f"Revision {rev.number} could not be loaded: {exc.message}; still running "
-                f"revision {self.applied}."
-            )
+            self._refuse(rev.number, exc.message)
             log.error(
                 "configuration revision %d refused: %s; keeping revision %d",
                 rev.number,
@@ -248,12 +265,19 @@ class ConfigFollower:
             return
         self.applied = rev.number
         self._failed = 0
+        self._failed_reason = ""
         self.state = "Synced"
         self.description = ""
-        where = "the cached copy (store unreachable)" if from_cache else self._where()
+        where = "the cached copy (last good revision)" if from_cache else self._where()
         log.info("running configuration revision %d from %s", rev.number, where)
         if not from_cache:
             self._write_cache(rev)
+
+    def _refuse(self, number: int, reason: str) -> None:
+        self._failed, self._failed_reason = number, reason
+        self.state = "Error"
+        running = f"still running revision {self.applied}" if self.applied else "not serving"
+        self.description = f"Revision {number} could not be loaded: {reason}; {running}."
 
     def _write_cache(self, rev: Revision) -> None:
         if self._cache is None:
