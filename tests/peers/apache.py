@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,9 @@ class ApacheServer:
     client_ca: Path
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    www: Path = field(init=False)
+    """Served files live outside pytest's 0700 base directory: www-data must read them,
+    and every pytest session start resets /tmp/pytest-of-root to 0700."""
 
     def url(self, block: str, path: str) -> str:
         return f"https://localhost:{self.ports[block]}{path}"
@@ -49,10 +53,10 @@ class ApacheServer:
             "LogLevel warn ssl:info",
             "User www-data",
             "Group www-data",
-            f"DefaultRuntimeDir {d}/run",
-            f"DocumentRoot {d}/www",
+            f"DefaultRuntimeDir {self.www}/run",
+            f"DocumentRoot {self.www}",
             "TypesConfig /etc/mime.types",
-            f"SSLSessionCache shmcb:{d}/run/ssl_scache(512000)",
+            f"SSLSessionCache shmcb:{self.www}/run/ssl_scache(512000)",
         ]
         lines += [f"LoadModule {m}_module {MODULES}/mod_{m}.so" for m in LOAD]
         lines += ["<Directory />", "  AllowOverride None", "</Directory>"]
@@ -67,7 +71,7 @@ class ApacheServer:
                 f"  SSLCertificateKeyFile {self.cert.key}",
                 f"  SSLCACertificateFile {self.client_ca}",
                 "  SSLSessionTickets off",
-                f"  <Directory {d}/www>",
+                f"  <Directory {self.www}>",
                 "    AllowOverride None",
                 "    Require all granted",
                 "  </Directory>",
@@ -81,25 +85,23 @@ class ApacheServer:
 
     def start(self, timeout: float = 20.0) -> ApacheServer:
         d = self.directory
-        for sub in ("run", "www/secure"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / "www/public.txt").write_text("public\n")
-        (d / "www/secure/secret.txt").write_text("secret\n")
-        # Workers run as www-data: the tree they read must be reachable.
-        for p in [d, *d.parents]:
-            if p == Path("/"):
-                break
-            os.chmod(p, os.stat(p).st_mode | 0o711)
-        for sub in (d / "www", d / "www/secure"):
+        self.www = Path(tempfile.mkdtemp(prefix="tlsgate-apache-www-"))
+        (self.www / "run").mkdir()
+        (self.www / "secure").mkdir()
+        (self.www / "public.txt").write_text("public\n")
+        (self.www / "secure/secret.txt").write_text("secret\n")
+        for sub in (self.www, self.www / "secure"):
             os.chmod(sub, 0o755)
-        for f in (d / "www").rglob("*.txt"):
+        for f in self.www.rglob("*.txt"):
             os.chmod(f, 0o644)
-        shutil.chown(d / "run", "www-data")
+        shutil.chown(self.www / "run", "www-data")
         for block in ("tls12", "tls13"):
             self.ports.setdefault(block, free_port())
         conf = d / "httpd.conf"
         conf.write_text(self.render())
-        env = dict(os.environ, APACHE_RUN_DIR=str(d / "run"), APACHE_LOCK_DIR=str(d / "run"))
+        env = dict(
+            os.environ, APACHE_RUN_DIR=str(self.www / "run"), APACHE_LOCK_DIR=str(self.www / "run")
+        )
         self.proc = subprocess.Popen(
             ["/usr/sbin/apache2", "-f", str(conf), "-D", "FOREGROUND"],
             env=env,
@@ -128,6 +130,7 @@ class ApacheServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+        shutil.rmtree(self.www, ignore_errors=True)
 
     def error_log(self) -> str:
         p = self.directory / "error.log"

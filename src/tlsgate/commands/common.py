@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from tlsgate.config.home import Home, resolve_home
 
@@ -19,12 +19,13 @@ class _Console(Console):
     decided at each print, as stdout may change (tests, redirection)."""
 
     @property
-    def width(self) -> int:
-        return super().width if self.is_terminal else 240
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(240, size.height)
 
-    @width.setter
-    def width(self, value: int) -> None:
-        Console.width.fset(self, value)  # type: ignore[attr-defined]
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
 
 console = _Console(highlight=False, soft_wrap=True)

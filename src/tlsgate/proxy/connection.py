@@ -147,13 +147,25 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
         self._read_waiter = None
 
-    async def read(self) -> bytes:
-        """All plaintext received so far (waits for some); ``b""`` at end of stream."""
+    async def read(self, timeout: float | None = None) -> bytes:
+        """All plaintext received so far (waits for some); ``b""`` at end of stream.
+
+        ``timeout``: raise TimeoutError when nothing arrives for that long.  Deadlines are
+        checked by one coarse sweeper (every 0.25 s) instead of a timer per read: the
+        keep-alive path reads twice per request and a timer each time cost ~10 us.
+        """
         while not self._buf:
             if self._eof:
                 return b""
-            self._read_waiter = self._loop.create_future()
-            await self._read_waiter
+            waiter = self._read_waiter = self._loop.create_future()
+            if timeout is None:
+                await waiter
+                continue
+            _Deadlines.watch(self, self._loop.time() + timeout)
+            try:
+                await waiter
+            finally:
+                _Deadlines.unwatch(self)
         data = self._buf.popleft() if len(self._buf) == 1 else b"".join(self._buf)
         self._buf.clear()
         self._buf_size = 0
@@ -367,6 +379,35 @@ class Connection(asyncio.Protocol):
             await done
         finally:
             self.splice_peer = other.splice_peer = None
+
+
+class _Deadlines:
+    """Read deadlines of waiting connections, checked by one task per event loop."""
+
+    waiting: dict[Connection, float] = {}
+    sweeper: asyncio.Task[None] | None = None
+    INTERVAL = 0.25
+
+    @classmethod
+    def watch(cls, conn: Connection, deadline: float) -> None:
+        cls.waiting[conn] = deadline
+        sweeper = cls.sweeper
+        if sweeper is None or sweeper.done() or sweeper.get_loop() is not conn._loop:
+            cls.sweeper = conn._loop.create_task(cls._sweep(conn._loop), name="tlsgate-deadlines")
+
+    @classmethod
+    def unwatch(cls, conn: Connection) -> None:
+        cls.waiting.pop(conn, None)
+
+    @classmethod
+    async def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
+        while cls.waiting:
+            await asyncio.sleep(cls.INTERVAL)
+            now = loop.time()
+            for conn, deadline in list(cls.waiting.items()):
+                waiter = conn._read_waiter
+                if deadline <= now and waiter is not None and not waiter.done():
+                    waiter.set_exception(TimeoutError())
 
 
 async def open_connection(host: str, port: int) -> Connection:

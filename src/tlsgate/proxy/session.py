@@ -100,8 +100,7 @@ class Session:
         """The next request event, reading more as needed; None at end of stream."""
         while not self.events:
             try:
-                async with asyncio.timeout(timeout):
-                    data = await self.conn.read()
+                data = await self.conn.read(timeout)
             except TimeoutError:
                 raise ProtocolError(408, "the client sent nothing in time") from None
             if not data:
@@ -494,8 +493,7 @@ class Session:
         try:
             while not rr.done:
                 try:
-                    async with asyncio.timeout(timeout):
-                        data = await up.read()
+                    data = await up.read(timeout)
                 except TimeoutError:
                     if not sent_head:
                         self._fail(rec, 504, f"{rec.dest_host} did not answer within {timeout:g} s")
