@@ -75,6 +75,9 @@ class InspectionSettings(_Model):
     """Destinations that may be tunnelled automatically; empty means any."""
     source_exceptions: list[str] = Field(default_factory=list)
     destination_exceptions: list[str] = Field(default_factory=list)
+    detect_client_certificates: bool = True
+    """Notice servers that ask for a client certificate (server first).  Off only for
+    measurements: such servers then fail as they do behind other proxies."""
 
 
 # -- access policy: network objects, users, rules (docs/policy.md) ----------------------

@@ -124,9 +124,9 @@ class Runtime:
         self.pool = UpstreamPool(idle_timeout=config.timeouts.upstream_idle_pooled)
         self.revision = 0
 
-    def _upstream_trust(self, config: TlsgateConfig) -> tuple[Path | None, bool]:
+    def _upstream_trust(self, config: TlsgateConfig) -> tuple[Path | None, bool, bool]:
         up = self._upstream_override or config.upstream
-        return up.ca_file, up.use_system_trust
+        return up.ca_file, up.use_system_trust, config.inspection.detect_client_certificates
 
     def set_config(self, config: TlsgateConfig, revision: int = 0) -> None:
         """Swap to a new configuration (raises ConfigError and keeps the old one if invalid)."""

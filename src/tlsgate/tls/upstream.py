@@ -118,7 +118,9 @@ def _load_ca_file(ctx: ssl.SSLContext, ca_file: Path) -> None:
 class UpstreamTLS:
     """The client contexts for upstream servers, for one trust configuration."""
 
-    def __init__(self, ca_file: Path | str | None, use_system_trust: bool = True) -> None:
+    def __init__(
+        self, ca_file: Path | str | None, use_system_trust: bool = True, detect: bool = True
+    ) -> None:
         self.ca_file = Path(ca_file) if ca_file is not None else None
         self.use_system_trust = use_system_trust
         self.probe_context = _client_context(self.ca_file, use_system_trust)
@@ -131,10 +133,11 @@ class UpstreamTLS:
         # without the offer such servers answer a bare 403.
         self.probe_context.post_handshake_auth = True
         self.data_context.post_handshake_auth = True
-        self.detects_client_cert_requests = _install_hook(self.probe_context)
+        self.detects_client_cert_requests = detect and _install_hook(self.probe_context)
         # The data context keeps the hook for late requests (TLS 1.2 renegotiation,
         # TLS 1.3 post-handshake auth); set raw it costs ~5% on bulk data, not ~35%.
-        _install_hook(self.data_context)
+        if self.detects_client_cert_requests:
+            _install_hook(self.data_context)
 
 
 def classify_tls_error(exc: BaseException) -> int:
