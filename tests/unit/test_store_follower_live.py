@@ -225,3 +225,26 @@ def test_a_refused_newest_revision_at_start(url: str, home: Home):
     asyncio.run(nothing_cached())
     row = member_row(url, home, "m1")
     assert row is not None and row.state == "Error" and "not serving" in row.description
+
+
+def test_a_member_whose_row_was_removed_registers_again(url: str, home: Home):
+    m = Member()
+
+    async def run() -> None:
+        f = _follower(url, home, m)
+        await f.start()
+        try:
+            s = open_store(url, home)
+            try:
+                assert s.remove_member("m1")  # e.g. a stopped member of the same name
+                assert not s.heartbeat("m1", 1, "Synced", "")
+            finally:
+                s.close()
+            await until(lambda: member_row(url, home, "m1") is not None)
+            row = member_row(url, home, "m1")
+            assert row is not None and row.address == "127.0.0.1:8080"
+            await until(lambda: getattr(member_row(url, home, "m1"), "state", "") == "Synced")
+        finally:
+            await f.stop()
+
+    asyncio.run(run())

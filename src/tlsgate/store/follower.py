@@ -240,9 +240,11 @@ class ConfigFollower:
     async def _beat(self) -> None:
         store = self.store
         assert store is not None
-        await asyncio.to_thread(
-            store.heartbeat, self.member.name, self.applied, self.state, self.description
-        )
+        beat = (self.member.name, self.applied, self.state, self.description)
+        if not await asyncio.to_thread(store.heartbeat, *beat):
+            m = self.member
+            await asyncio.to_thread(store.register_member, m.name, m.address, m.version)
+            await asyncio.to_thread(store.heartbeat, *beat)
 
     # -- loading ------------------------------------------------------------------------------
     def _load(self, rev: Revision, *, from_cache: bool = False) -> None:

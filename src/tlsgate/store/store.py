@@ -316,13 +316,16 @@ class Store:
                 (name, address, version, now, now),
             )
 
-    def heartbeat(self, name: str, applied_revision: int, state: str, description: str) -> None:
+    def heartbeat(self, name: str, applied_revision: int, state: str, description: str) -> bool:
+        """Record what a member runs; False when it is not registered (it should register
+        again: its row was removed, e.g. by a member of the same name that stopped)."""
         with self.db.transaction("record a heartbeat"):
-            self.db.query(
+            rows = self.db.query(
                 "UPDATE members SET applied_revision = ?, state = ?, description = ?, "
-                "heartbeat_at = ? WHERE name = ?",
+                "heartbeat_at = ? WHERE name = ? RETURNING name",
                 (applied_revision, state, description, _ts(self.now()), name),
             )
+        return bool(rows)
 
     def remove_member(self, name: str) -> bool:
         with self.db.transaction("remove a member"):
