@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Benchmark tlsgate side by side with Squid (ssl-bump), mitmproxy and proxy.py on
+# loopback (README; results and method in BENCHMARKS.md). Arguments go to
+# `python -m benchmarks.run`:
+#
+#   bash scripts/bench.sh                        # full run, ~20 min on 2 cores
+#   bash scripts/bench.sh --quick                # ~3 min
+#   bash scripts/bench.sh --write-benchmarks-md  # also update BENCHMARKS.md
+#
+# Works as root on a fresh Debian 12 with no stdin: Debian packages come from apt
+# (only when something is missing), mitmproxy and proxy.py go into their own
+# virtualenv (benchmarks/.venv) so their dependencies never touch tlsgate's, and
+# tlsgate is installed with `pip install -e .` into $PYTHON.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV=benchmarks/.venv
+export DEBIAN_FRONTEND=noninteractive
+export PIP_ROOT_USER_ACTION=ignore  # root on a benchmark machine is intended here
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'bench.sh: error: %s\n' "$*" >&2; exit 1; }
+
+missing_packages() {
+    local missing=()
+    { [ -x /usr/sbin/squid ] && [ -x /usr/lib/squid/security_file_certgen ]; } \
+        || missing+=(squid-openssl)
+    [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # proxy.py mints with it
+    command -v "$PYTHON" >/dev/null 2>&1 || missing+=(python3)
+    "$PYTHON" -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+    "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+    echo "${missing[*]}"
+}
+
+missing="$(missing_packages)"
+if [ -n "$missing" ]; then
+    [ "$(id -u)" -eq 0 ] || die "missing: $missing; install them (apt-get) or run as root"
+    command -v apt-get >/dev/null 2>&1 || die "missing: $missing, and no apt-get"
+    # Keep apt from starting the system squid/nginx: the benchmark runs its own on
+    # free loopback ports. Only if no policy is in place already.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    say "installing Debian packages: $missing"
+    apt-get update -q
+    # shellcheck disable=SC2086  # a list of package names
+    apt-get install -y -q --no-install-recommends $missing
+    missing="$(missing_packages)"
+    [ -z "$missing" ] || die "still missing after apt-get install: $missing"
+fi
+
+pip_args=(--disable-pip-version-check --no-input --quiet)
+
+if [ ! -x "$VENV/bin/mitmdump" ] || [ ! -x "$VENV/bin/proxy" ]; then
+    say "mitmproxy and proxy.py into $VENV"
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install "${pip_args[@]}" 'mitmproxy>=11,<12' 'proxy.py>=2.4,<3'
+fi
+
+# Debian's own python3 is "externally managed" (PEP 668); see scripts/install.sh.
+if "$PYTHON" - <<'PY'
+import pathlib, sys, sysconfig
+marker = pathlib.Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED"
+sys.exit(0 if marker.exists() and sys.prefix == sys.base_prefix else 1)
+PY
+then
+    pip_args+=(--break-system-packages)
+fi
+say "pip install -e . ($("$PYTHON" -V 2>&1))"
+"$PYTHON" -m pip install "${pip_args[@]}" -e .
+
+say "python -m benchmarks.run $*"
+exec "$PYTHON" -m benchmarks.run "$@"

@@ -1,0 +1,111 @@
+"""The benchmark harness still works: every workload briefly through tlsgate and direct.
+
+No timing assertions: these tests check that each workload runs, that every response
+is checked (a wrong size counts as a failure) and that the report is written. Squid,
+mitmproxy and proxy.py are for ``scripts/bench.sh`` only and are not needed here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from benchmarks.load import run_curl, run_newconn
+from benchmarks.report import HISTORY_START, render_markdown, update_benchmarks_md
+from benchmarks.run import Options, Results, run_benchmark, tlsgate_config_text
+from benchmarks.workloads import DIRECT, RATE_KEYS
+
+from tests.peers.nginx import NginxServer
+from tests.peers.pki import TestPKI
+
+MEMORY_COUNT = 20
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
+    options = Options(
+        proxies=["tlsgate"],
+        duration=1.5,
+        rounds=1,
+        memory_counts=[MEMORY_COUNT],
+        workdir=tmp_path_factory.mktemp("bench"),
+        progress=False,
+    )
+    return run_benchmark(options)
+
+
+@pytest.mark.parametrize("target", ["tlsgate", DIRECT])
+@pytest.mark.parametrize("workload", RATE_KEYS)
+def test_workload_completes_checked_responses(results: Results, workload: str, target: str) -> None:
+    [sample] = results.rates[workload][target]
+    assert sample.failed == 0, sample.errors
+    assert sample.ok > 0
+    assert sample.elapsed > 0
+    assert sample.cpu["generator"] > 0
+    if target == "tlsgate":
+        assert sample.cpu["proxy"] > 0
+
+
+def test_new_connection_workload_opens_one_connection_per_request(results: Results) -> None:
+    [sample] = results.rates["newconn"]["tlsgate"]
+    assert sample.new_connections == sample.ok + sample.failed
+
+
+def test_keepalive_workload_reuses_connections(results: Results) -> None:
+    [sample] = results.rates["keepalive8"]["tlsgate"]
+    assert 0 < sample.new_connections <= 8 < sample.ok
+
+
+@pytest.mark.parametrize("mode", ["inspect", "tunnel"])
+def test_memory_workload_holds_every_connection(results: Results, mode: str) -> None:
+    sample = results.memory[mode]["tlsgate"][MEMORY_COUNT]
+    assert sample.failed == 0, sample.errors
+    assert sample.opened == MEMORY_COUNT
+    assert sample.loaded_kib > 0
+
+
+def test_report_and_benchmarks_md(results: Results, tmp_path: Path) -> None:
+    text = render_markdown(results)
+    assert "| workload | tlsgate | direct |" in text
+    assert "keep-alive inspected HTTPS" in text
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\nhand-written intro\n")
+    update_benchmarks_md(md, results)
+    update_benchmarks_md(md, results)
+    out = md.read_text()
+    assert out.startswith("# Benchmarks\n\nhand-written intro\n")
+    assert out.count("### Run of") == 1
+    # The replaced run's summary moved to the history list.
+    history = out.split(HISTORY_START, 1)[1]
+    assert history.lstrip().startswith(f"- {results.date}: tlsgate")
+
+
+def test_tlsgate_config_allows_the_benchmark_port() -> None:
+    import tomllib
+
+    from tlsgate.config.loader import parse_config
+
+    text = tlsgate_config_text([12345])
+    config = parse_config(tomllib.loads(text), source="bench", text=text)
+    assert config.timeouts.client_idle >= 900
+    rules = getattr(config, "rules", [])
+    if rules:
+        assert any(12345 in rule.connect_ports for rule in rules)
+
+
+def test_wrong_size_counts_as_failure(nginx: NginxServer) -> None:
+    sample = run_curl(nginx.url("plain", "/1k.bin"), cacert=None, expect_size=1000,
+                      parallel=2, duration=0.5)  # fmt: skip
+    assert sample.ok == 0
+    assert sample.failed > 0
+    assert "want 200, 1000" in sample.errors[0]
+
+
+def test_new_connection_client_checks_responses(nginx: NginxServer, pki: TestPKI) -> None:
+    block = nginx.block("tls")
+    good = run_newconn((block.host, block.port), "/1k.bin", cacert=pki.ca_cert,
+                       expect_size=1024, parallel=2, duration=0.3)  # fmt: skip
+    assert good.ok > 0 and good.failed == 0, good.errors
+    bad = run_newconn((block.host, block.port), "/status/404", cacert=pki.ca_cert,
+                      expect_size=1024, parallel=2, duration=0.3)  # fmt: skip
+    assert bad.ok == 0 and bad.failed > 0
