@@ -11,6 +11,7 @@ import sys
 import click
 
 from tlsgate import __version__
+from tlsgate.admin.commands import admin
 from tlsgate.commands.ca import ca
 from tlsgate.commands.inspection import inspection
 from tlsgate.commands.log import log
@@ -27,7 +28,7 @@ def cli() -> None:
     """tlsgate: a forward web proxy that inspects HTTPS and knows when it must not."""
 
 
-for command in (serve, ca, log, probe, inspection, *STORE_COMMANDS, *POLICY_COMMANDS):
+for command in (serve, ca, log, probe, inspection, admin, *STORE_COMMANDS, *POLICY_COMMANDS):
     cli.add_command(command)
 
 

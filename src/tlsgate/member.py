@@ -17,12 +17,13 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tlsgate import __version__
 from tlsgate.config.home import Home
 from tlsgate.config.loader import load_config_file
 from tlsgate.config.model import TlsgateConfig, UpstreamSettings
-from tlsgate.errors import StoreError
+from tlsgate.errors import ConfigError, StoreError
 from tlsgate.log.record import LogRecord
 from tlsgate.log.sinks import LogSink, W3CFileSink, open_log_sink
 from tlsgate.log.writer import LogWriter, Retention
@@ -32,6 +33,9 @@ from tlsgate.proxy.server import Listen, serve_until_stopped
 from tlsgate.store.follower import ConfigFollower, MemberInfo
 from tlsgate.store.store import LearnedException, open_store
 from tlsgate.tls.ca import LeafMinter, load_or_create_ca
+
+if TYPE_CHECKING:
+    from tlsgate.admin.server import AdminServer
 
 log = logging.getLogger("tlsgate")
 
@@ -45,6 +49,13 @@ class ServeOptions:
     config_file: Path | None = None
     upstream_ca: Path | None = None
     no_inspect: bool = False
+    admin: Listen | None = None
+    """Admin console and API address (None: no console)."""
+    admin_required: bool = False
+    """The address was asked for: failing to listen there stops the member."""
+
+
+DEFAULT_ADMIN = Listen("127.0.0.1", 8081)
 
 
 def author() -> str:
@@ -137,6 +148,24 @@ async def _seed_from_file(opts: ServeOptions, file_config: TlsgateConfig) -> Non
         log.warning("%s; running on %s until the store is back", exc.one_line(), opts.config_file)
 
 
+async def _start_admin(opts: ServeOptions, home: Home, runtime: Runtime) -> AdminServer | None:
+    """The admin console next to the proxy; its address is one the proxy refuses to reach."""
+    if opts.admin is None:
+        return None
+    from tlsgate.admin.server import AdminServer  # the web stack loads only when used
+
+    try:
+        admin = AdminServer(home, opts.store_url, opts.admin)
+    except ConfigError as exc:
+        if opts.admin_required:
+            raise
+        log.warning("%s; running without the admin console", exc.message)
+        return None
+    await admin.start()
+    runtime.listeners.append(admin.address)
+    return admin
+
+
 async def run_member(opts: ServeOptions) -> None:
     home = opts.home.ensure()
     ca = load_or_create_ca(home)
@@ -197,9 +226,13 @@ async def run_member(opts: ServeOptions) -> None:
             os.getpid(),
         )
 
+    admin: AdminServer | None = None
     try:
+        admin = await _start_admin(opts, home, runtime)
         await serve_until_stopped(runtime, opts.listen, on_started=started)
     finally:
+        if admin is not None:
+            await admin.stop()
         await follower.stop()
         await writer.stop()
     log.info("stopped at %s", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))

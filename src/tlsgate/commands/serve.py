@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from tlsgate.commands.common import Home, home_option, store_option
-from tlsgate.member import ServeOptions, run_member
+from tlsgate.member import DEFAULT_ADMIN, ServeOptions, run_member
 from tlsgate.proxy.server import Listen
 
 log = logging.getLogger("tlsgate")
@@ -48,6 +48,14 @@ def _listen(_ctx: click.Context, _param: click.Parameter, value: str) -> Listen:
     metavar="FILE",
     help="Extra CA certificates (PEM) trusted for upstream servers.",
 )
+@click.option(
+    "--admin",
+    "admin",
+    default=None,
+    metavar="HOST:PORT|off",
+    help="Admin console and API address [default: 127.0.0.1:8081, skipped if busy]; "
+    "'off' disables it.",
+)
 @click.option("--no-inspect", is_flag=True, help="Tunnel every CONNECT without inspection.")
 @click.option(
     "--member",
@@ -70,6 +78,7 @@ def serve(
     no_inspect: bool,
     member: str | None,
     log_level: str,
+    admin: str | None,
     home: Home,
     store_url: str | None,
 ) -> None:
@@ -79,6 +88,11 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    admin_listen: Listen | None = None
+    if admin is None:
+        admin_listen = DEFAULT_ADMIN
+    elif admin.strip().lower() != "off":
+        admin_listen = _listen(click.get_current_context(), click.Option(["--admin"]), admin)
     opts = ServeOptions(
         home=home,
         listen=listen,
@@ -87,6 +101,8 @@ def serve(
         config_file=config_file,
         upstream_ca=upstream_ca,
         no_inspect=no_inspect,
+        admin=admin_listen,
+        admin_required=admin is not None,
     )
     asyncio.run(run_member(opts))
 
