@@ -90,6 +90,8 @@ class Options:
     workdir: Path | None = None
     """Keep the peers' files here (default: a temporary directory, removed)."""
     progress: bool = True
+    tlsgate_extra: str = ""
+    """More tlsgate.toml, appended (e.g. ``[log]\nenabled = false`` to measure a lever)."""
 
 
 @dataclass
@@ -214,7 +216,7 @@ def run_benchmark(options: Options) -> Results:
 
         def tlsgate_config(directory: Path) -> Path:
             path = directory / "tlsgate.toml"
-            path.write_text(tlsgate_config_text([tls_port]))
+            path.write_text(tlsgate_config_text([tls_port]) + options.tlsgate_extra)
             return path
 
         setting = Setting(pki=pki, upstream=upstream, workdir=work, tlsgate_config=tlsgate_config)
@@ -330,6 +332,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
                         help="keep configs and logs of the peers here")
     parser.add_argument("--write-benchmarks-md", action="store_true",
                         help="put the results into BENCHMARKS.md")
+    parser.add_argument("--tlsgate-extra", default="", metavar="TOML",
+                        help="more tlsgate.toml for tlsgate, e.g. '[log]\\nenabled = false' "
+                        "(\\n becomes a new line)")
     parser.add_argument("--no-results-file", action="store_true",
                         help="do not write benchmarks/results/<date>.md")
     args = parser.parse_args(argv)
@@ -349,6 +354,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         memory_counts=counts,
         memory_deadline=args.memory_deadline,
         workdir=args.workdir,
+        tlsgate_extra=args.tlsgate_extra.replace("\\n", "\n"),
     )
     return options, args
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -266,7 +267,11 @@ def test_slow_endpoint_serves_everything(nginx: NginxServer) -> None:
 
 def test_access_log_records_requests(nginx: NginxServer) -> None:
     curl_ok("--header", "Via: 1.1 access-log-probe", nginx.url("plain", "/1k.bin"))
-    assert any("1.1 access-log-probe" in line for line in nginx.access_log_lines())
+    # nginx writes the line as it finalises the request, which may be after curl returns.
+    deadline = time.monotonic() + 5
+    while not any("1.1 access-log-probe" in line for line in nginx.access_log_lines()):
+        assert time.monotonic() < deadline, "the request never reached the access log"
+        time.sleep(0.05)
 
 
 def test_own_nginx_starts_and_stops(pki: TestPKI, tmp_path: Path) -> None:
