@@ -17,7 +17,9 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages the test peers need. Debian 12's "nginx" package has the dav, sub
 # and ssl modules built in (checked below), which the nginx test peer uses.
-APT_PACKAGES=(nginx apache2 postgresql curl openssl ca-certificates python3 python3-pip)
+# chromium: the admin console's browser tests (Playwright drives /usr/bin/chromium; no
+# 'playwright install' and no browser download).
+APT_PACKAGES=(nginx apache2 postgresql curl openssl ca-certificates python3 python3-pip chromium)
 
 missing_programs() {
     local missing=()
@@ -25,6 +27,7 @@ missing_programs() {
     [ -x /usr/sbin/apache2 ] || missing+=(apache2)
     compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
     command -v runuser >/dev/null 2>&1 || missing+=(runuser)

@@ -78,7 +78,22 @@ def changer(request: Request) -> Session:
 Reader = Annotated[Session, Depends(reader)]
 Changer = Annotated[Session, Depends(changer)]
 
-router = APIRouter(prefix="/api")
+
+class ErrorBody(BaseModel):
+    error: str
+    fix: str | None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Refused: the change is not valid"},
+    401: {"model": ErrorBody, "description": "Not logged in, or no admin user exists"},
+    403: {"model": ErrorBody, "description": "Missing or wrong CSRF token"},
+    404: {"model": ErrorBody, "description": "Not found"},
+    409: {"model": ErrorBody, "description": "Another revision was applied meanwhile"},
+    429: {"model": ErrorBody, "description": "Too many failed logins"},
+    503: {"model": ErrorBody, "description": "The configuration or log store is unreachable"},
+}
+router = APIRouter(prefix="/api", responses=_ERRORS)
 
 
 # -- session ---------------------------------------------------------------------------
