@@ -86,10 +86,10 @@ def where(q: LogQuery, db: LogDatabase) -> tuple[str, list[Any]]:
         first, last = network_key_range(q.source)
         if first == last:
             clauses.append(f"client_ip_key = {p}")
-            params.append(db.ip_param(first))
+            params.append(first)
         else:
             clauses.append(f"client_ip_key BETWEEN {p} AND {p}")
-            params.extend((db.ip_param(first), db.ip_param(last)))
+            params.extend((first, last))
     if q.host:
         host = q.host.strip().rstrip(".")
         if host.startswith("*."):
