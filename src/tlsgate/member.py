@@ -24,8 +24,9 @@ from tlsgate.config.home import Home
 from tlsgate.config.loader import load_config_file
 from tlsgate.config.model import TlsgateConfig, UpstreamSettings
 from tlsgate.errors import ConfigError, StoreError
+from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.record import LogRecord
-from tlsgate.log.sinks import LogSink, W3CFileSink, open_log_sink
+from tlsgate.log.sinks import LOG_DB_NAME, LogSink, W3CFileSink, is_postgres_url, open_log_sink
 from tlsgate.log.writer import LogWriter, Retention
 from tlsgate.policy.inspection import LearnedEntry
 from tlsgate.proxy.runtime import Runtime
@@ -107,7 +108,12 @@ class _LearnedToStore:
 
 def _log_writer(config: TlsgateConfig, home: Home, store_url: str | None) -> LogWriter:
     settings = config.log
-    sinks: list[LogSink] = [open_log_sink(store_url, home)]
+    main: LogSink = (
+        open_log_sink(store_url, home)
+        if is_postgres_url(store_url)
+        else LogDaemonSink(home.root / LOG_DB_NAME)
+    )
+    sinks: list[LogSink] = [main]
     if settings.w3c_directory is not None:
         sinks.append(W3CFileSink(settings.w3c_directory))
     writer = LogWriter(

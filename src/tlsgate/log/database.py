@@ -288,9 +288,13 @@ class SqliteLogSink(LogDatabase):
         return from_micros(int(v))
 
     def write(self, records: Sequence[LogRecord]) -> None:
-        if not records:
+        if records:
+            self.write_rows([self._row(r) for r in records])
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rows made by ``_row`` (the log daemon receives them ready-made)."""
+        if not rows:
             return
-        rows = [self._row(r) for r in records]
         with self._lock:
             conn = self._connect()
             try:
@@ -378,9 +382,13 @@ class PostgresLogSink(LogDatabase):
         return v.astimezone(UTC)
 
     def write(self, records: Sequence[LogRecord]) -> None:
-        if not records:
+        if records:
+            self.write_rows([self._row(r) for r in records])
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rows made by ``_row`` (the log daemon receives them ready-made)."""
+        if not rows:
             return
-        rows = [self._row(r) for r in records]
         with self._lock:
             conn = self._connect()
             try:

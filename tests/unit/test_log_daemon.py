@@ -1,0 +1,69 @@
+"""The log daemon process: frames in, rows stored; a killed member loses nothing sent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from tlsgate.log.daemon import LogDaemonSink
+from tlsgate.log.database import SqliteLogSink
+from tlsgate.log.record import LogRecord
+
+
+def records(n: int, tag: str) -> list[LogRecord]:
+    return [
+        LogRecord(member="m", client_ip="10.0.0.7", url=f"http://a/{tag}/{i}", status=200)
+        for i in range(n)
+    ]
+
+
+def test_batches_are_stored_and_close_waits(tmp_path):
+    sink = LogDaemonSink(tmp_path / "log.db")
+    for i in range(5):
+        sink.write(records(1000, f"b{i}"))
+    sink.close()  # waits for the daemon to drain the pipe
+    db = SqliteLogSink(tmp_path / "log.db")
+    assert db.count() == 5000
+    db.close()
+
+
+def test_daemon_restarts_after_it_died(tmp_path):
+    sink = LogDaemonSink(tmp_path / "log.db")
+    sink.write(records(10, "first"))
+    proc = sink._proc
+    assert proc is not None
+    proc.stdin.close()  # type: ignore[union-attr]
+    proc.wait(10)
+    sink.write(records(10, "second"))  # a new daemon is started for this batch
+    sink.write(records(10, "third"))
+    sink.close()
+    db = SqliteLogSink(tmp_path / "log.db")
+    urls = {r.url.split("/")[3] for _, r in db.select("1=1", (), newest_first=False, limit=None)}
+    assert urls == {"first", "second", "third"}
+    db.close()
+
+
+def test_member_killed_after_sending_loses_nothing(tmp_path):
+    """SIGKILL the writing process: the daemon still stores what was sent."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {os.path.abspath("src")!r})
+        from tlsgate.log.daemon import LogDaemonSink
+        from tlsgate.log.record import LogRecord
+        sink = LogDaemonSink({str(tmp_path / "log.db")!r})
+        sink.write([LogRecord(url=f"http://a/{{i}}") for i in range(3000)])
+        print("sent", flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "sent" in out.stdout and out.returncode == -signal.SIGKILL
+    db = SqliteLogSink(tmp_path / "log.db")
+    deadline = time.monotonic() + 20
+    while db.count() < 3000 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert db.count() == 3000
+    db.close()
