@@ -299,6 +299,7 @@ class Session:
         rec.user = self.user or ANONYMOUS
         rec.authenticated = self.authenticated
         if is_self(authority.host, authority.port, rt.listeners, local_names=rt.local_names):
+            rec.rule = "Proxy self-protection"
             return await self._deny(head, rec, 12202, SELF_REASON, "")
         decision = rt.policy.decide(
             AccessFacts(
