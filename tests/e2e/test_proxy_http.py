@@ -203,3 +203,32 @@ def test_sigterm_drains_in_flight_download(pki, nginx: NginxServer, tmp_path):
     # once stopped, nothing listens
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", p.port), timeout=1).close()
+
+
+def test_slow_drip_head_gets_408(tmp_path):
+    """A client dripping its head a byte at a time is cut at the absolute deadline."""
+    home = tmp_path / "home"
+    home.mkdir()
+    with (
+        TlsgateProcess(home, config="[timeouts]\nclient_header = 1.0\n") as p,
+        socket.create_connection(("127.0.0.1", p.port), timeout=10) as s,
+    ):
+        started = time.monotonic()
+        reply = b""
+        for byte in b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+            s.setblocking(False)
+            try:
+                reply += s.recv(65536)
+            except BlockingIOError:
+                pass
+            finally:
+                s.setblocking(True)
+            if reply:
+                break
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+        assert time.monotonic() - started < 5

@@ -108,6 +108,30 @@ class Session:
             self.events.extend(self.reader.feed(data))
         return self.events.popleft()
 
+    async def _next_head(self) -> RequestEvent | None:
+        """The next request's first event.  Waiting for it may take ``client_idle``; once
+        its first byte arrived, the whole head must follow within ``client_header``
+        (an absolute deadline, so a client dripping a byte at a time cannot hold on)."""
+        t = self.rt.config.timeouts
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while not self.events:
+            timeout = t.client_idle if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                data = await self.conn.read(timeout)
+            except TimeoutError:
+                if deadline is None:
+                    raise ProtocolError(0, "idle") from None
+                raise ProtocolError(
+                    408, f"the request head did not arrive within {t.client_header:g} s"
+                ) from None
+            if not data:
+                return None
+            if deadline is None:
+                deadline = loop.time() + t.client_header
+            self.events.extend(self.reader.feed(data))
+        return self.events.popleft()
+
     def _send(self, data: bytes) -> None:
         if self.conn.closed:
             raise _ClientGone
@@ -173,14 +197,18 @@ class Session:
             self.conn.close()
 
     async def _serve_requests(self, tunnel: Tunnel | None) -> None:
-        timeouts = self.rt.config.timeouts
         while not self.rt.draining:
             self.busy = False
             self.rt.idle_sessions.add(self)
             try:
-                ev = await self._next(timeouts.client_idle)
-            except ProtocolError:
-                return  # idle keep-alive connection timed out: close quietly
+                ev = await self._next_head()
+            except ProtocolError as exc:
+                if exc.status == 408:  # a head started but did not finish in time
+                    rec = self._record()
+                    rec.protocol = "https-inspect" if tunnel else "http"
+                    self._fail(rec, 408, exc.message)
+                    self._finish(rec, time.monotonic())
+                return  # or: an idle keep-alive connection timed out; close quietly
             finally:
                 self.rt.idle_sessions.discard(self)
             self.busy = True
