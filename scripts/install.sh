@@ -42,7 +42,6 @@ fi
 
 bindir="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 say "installed: $bindir/tlsgate"
-case ":$PATH:" in
-    *":$bindir:"*) ;;
-    *) say "note: $bindir is not on PATH; run $bindir/tlsgate or add it to PATH" ;;
-esac
+if ! command -v tlsgate >/dev/null 2>&1; then
+    say "note: $bindir is not on PATH; run $bindir/tlsgate or add it to PATH"
+fi
