@@ -53,3 +53,18 @@ def curl(
         cmd += ["-x", proxy.proxy_url]
     cmd += list(args)
     return subprocess.run(cmd, capture_output=True, timeout=timeout + 5)
+
+
+def curl_with_cert(client_cert, bundle: Path, url: str, proxy: TlsgateProcess, *extra: str):
+    """curl presenting the test client certificate, trusting ``bundle``."""
+    return curl(
+        "--cert",
+        str(client_cert.cert),
+        "--key",
+        str(client_cert.key),
+        "--cacert",
+        str(bundle),
+        *extra,
+        url,
+        proxy=proxy,
+    )

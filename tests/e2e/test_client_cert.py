@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from cryptography import x509
 
-from tests.e2e.conftest import curl
+from tests.e2e.conftest import curl, curl_with_cert
 from tests.e2e.test_proxy_https import served_certificate
 from tests.peers.nginx import parse_echo
 from tests.peers.tlsgate import TlsgateProcess
@@ -20,25 +20,11 @@ DENY_TEXT = (
 )
 
 
-def with_cert(client_cert, bundle, url, proxy, *extra):
-    return curl(
-        "--cert",
-        str(client_cert.cert),
-        "--key",
-        str(client_cert.key),
-        "--cacert",
-        str(bundle),
-        *extra,
-        url,
-        proxy=proxy,
-    )
-
-
 @pytest.mark.parametrize("block", ["mtls_tls12", "mtls_tls13", "mtls_optional"])
 def test_tunnel_on_first_request_with_client_certificate(
     proxy, nginx, client_cert, trust_both, block
 ):
-    r = with_cert(client_cert, trust_both, nginx.url(block, "/echo"), proxy)
+    r = curl_with_cert(client_cert, trust_both, nginx.url(block, "/echo"), proxy)
     assert r.returncode == 0, r.stderr
     echo = parse_echo(r.stdout.decode())
     assert echo["ssl_client_verify"] == "SUCCESS"

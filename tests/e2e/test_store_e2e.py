@@ -10,7 +10,7 @@ import time
 import pytest
 from cryptography import x509
 
-from tests.e2e.conftest import curl
+from tests.e2e.conftest import curl, curl_with_cert
 from tests.e2e.test_proxy_https import served_certificate
 from tests.peers.nginx import parse_echo
 from tests.peers.tlsgate import TlsgateProcess, allow_ports_toml
@@ -155,18 +155,8 @@ def deny_member(pki, tmp_path, peer_ports):
 
 
 def mtls_get(p, nginx, client_cert, bundle):
-    return curl(
-        "-i",
-        "--suppress-connect-headers",
-        "--cert",
-        str(client_cert.cert),
-        "--key",
-        str(client_cert.key),
-        "--cacert",
-        str(bundle),
-        nginx.url("mtls_tls13", "/echo"),
-        proxy=p,
-    )
+    url = nginx.url("mtls_tls13", "/echo")
+    return curl_with_cert(client_cert, bundle, url, p, "-i", "--suppress-connect-headers")
 
 
 def test_deny_then_source_exception_then_destination_exception(
@@ -206,21 +196,12 @@ def test_learned_listed_forgotten_and_expired(pki, nginx, client_cert, tmp_path,
         port = nginx.port("mtls_tls12")
         url = nginx.url("mtls_tls12", "/echo")
         host = nginx.host("mtls_tls12")
-        args = [
-            "--cert",
-            str(client_cert.cert),
-            "--key",
-            str(client_cert.key),
-            "--cacert",
-            str(bundle),
-            url,
-        ]
-        assert curl(*args, proxy=p).returncode == 0
+        assert curl_with_cert(client_cert, bundle, url, p).returncode == 0
         listed = p.cli("inspection", "learned", "list").stdout
         assert f"{host}:{port}" in listed and "client certificate" in listed
         ok(p.cli("inspection", "learned", "forget", f"{host}:{port}"))
         assert "no learned exceptions" in p.cli("inspection", "learned", "list").stdout
-        assert curl(*args, proxy=p).returncode == 0  # probed and learned again
+        assert curl_with_cert(client_cert, bundle, url, p).returncode == 0  # learned again
         assert f"{host}:{port}" in p.cli("inspection", "learned", "list").stdout
         time.sleep(4)
         assert "no learned exceptions" in p.cli("inspection", "learned", "list").stdout
