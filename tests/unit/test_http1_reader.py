@@ -358,3 +358,26 @@ def test_garbage_never_raises(data):
     events = RequestReader(LIMITS).feed(data)
     for ev in events:
         assert isinstance(ev, RequestHead | BodyData | MessageEnd | ParseFailed | TunnelData)
+
+
+def test_trailers_do_not_join_the_head_fields():
+    raw = (
+        b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\n\r\n"
+    )
+    head = request_events(raw)[0]
+    assert [n for n, _ in head.headers] == [b"Host", b"Transfer-Encoding"]
+    assert head.fields.get(b"x-checksum") is None
+    from tlsgate.http1.writer import upstream_request_head
+
+    upstream_request_head(head, path=b"/", host=b"a", framing=head.framing)  # no mismatch
+
+
+def test_trailer_flood_is_refused():
+    limits = Limits(max_header_count=10)
+    raw = (
+        b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+        + b"".join(b"T%d: x\r\n" % i for i in range(50))
+        + b"\r\n"
+    )
+    assert failure(raw, limits=limits) == 400

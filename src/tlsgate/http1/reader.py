@@ -71,12 +71,19 @@ class _Reader:
         self._chunk_overhead = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
+        # Hot: ~10 calls per message.  Head limits are checked once, when the head is
+        # complete (memory meanwhile is bounded by _before_feed's per-feed cap).
         self._headers.append((name, value))
-        if (
-            self._head_size > self._limits.max_header_bytes
-            or len(self._headers) > self._limits.max_header_count
-        ):
+        if not self._in_head and len(self._headers) > self._limits.max_header_count:
+            raise _Abort(ProtocolError(400, "too many trailer fields"))
+
+    def _check_head(self) -> None:
+        """Size and count limits of the head just completed (raises _Abort)."""
+        headers = self._headers
+        size = self._head_size + 4 * len(headers)
+        for name, value in headers:
+            size += len(name) + len(value)
+        if size > self._limits.max_header_bytes or len(headers) > self._limits.max_header_count:
             raise _Abort(
                 ProtocolError(
                     self._too_large_status,
@@ -151,10 +158,12 @@ class RequestReader(_Reader):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._check_head()
         try:
             head = self._validate_head()
         except ProtocolError as exc:
             raise _Abort(exc) from None
+        self._headers = []  # trailers, if any, must not join the head's fields
         self._chunked = head.framing is Framing.CHUNKED
         self._events.append(head)
 
@@ -293,6 +302,7 @@ class ResponseReader(_Reader):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._check_head()
         p = self._parser
         status: int = p.get_status_code()
         self._status = status
@@ -317,6 +327,7 @@ class ResponseReader(_Reader):
                 status, self._reason, version, headers, fields, keep_alive, framing, length
             )
         )
+        self._headers = []  # trailers, if any, must not join the head's fields
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
