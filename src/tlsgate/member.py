@@ -54,6 +54,8 @@ class ServeOptions:
     """Admin console and API address (None: no console)."""
     admin_required: bool = False
     """The address was asked for: failing to listen there stops the member."""
+    admin_tls: bool = False
+    """Serve the console over HTTPS with a certificate from tlsgate's CA."""
 
 
 DEFAULT_ADMIN = Listen("127.0.0.1", 8081)
@@ -113,6 +115,8 @@ def _log_writer(config: TlsgateConfig, home: Home, store_url: str | None) -> Log
         if is_postgres_url(store_url)
         else LogDaemonSink(home.root / LOG_DB_NAME)
     )
+    if isinstance(main, LogDaemonSink):
+        main.start()
     sinks: list[LogSink] = [main]
     if settings.w3c_directory is not None:
         sinks.append(W3CFileSink(settings.w3c_directory))
@@ -159,9 +163,13 @@ async def _start_admin(opts: ServeOptions, home: Home, runtime: Runtime) -> Admi
     if opts.admin is None:
         return None
     from tlsgate.admin.server import AdminServer  # the web stack loads only when used
+    from tlsgate.admin.tls import ConsoleCertificates
 
+    certificates = (
+        ConsoleCertificates(runtime.minter.ca, home, opts.admin.host) if opts.admin_tls else None
+    )
     try:
-        admin = AdminServer(home, opts.store_url, opts.admin)
+        admin = AdminServer(home, opts.store_url, opts.admin, certificates=certificates)
     except ConfigError as exc:
         if opts.admin_required:
             raise

@@ -51,6 +51,13 @@ class LogDaemonSink:
             stdout=subprocess.DEVNULL,
         )
 
+    def start(self) -> None:
+        """Start the daemon now (a member does at start-up, so a broken log store shows
+        at once and the daemon's memory is not counted against the first requests)."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = self._start()
+
     def write(self, records: Sequence[LogRecord]) -> None:
         if not records:
             return

@@ -350,11 +350,12 @@ class Connection(asyncio.Protocol):
         if self.closed and peer.closed:
             done.set_result(None)
 
-    async def splice(self, other: Connection) -> None:
-        """Copy bytes both ways until both sides are closed (a tunnel).
+    def start_splice(self, other: Connection) -> asyncio.Future[None]:
+        """Copy bytes both ways, in the protocol callbacks alone, until both sides are
+        closed (a tunnel); the future completes then.  No task waits on an idle tunnel,
+        so it costs only its two connections (measured: ~12.6 KiB each before).
 
-        Anything already buffered on either side is forwarded first.  Under TLS the
-        plaintext is spliced (not used for tunnels today, but correct).
+        Anything already buffered on either side is forwarded first.
         """
         done: asyncio.Future[None] = self._loop.create_future()
         self._splice_done = done
@@ -375,10 +376,16 @@ class Connection(asyncio.Protocol):
         if self.closed or other.closed:
             self.close()
             other.close()
-        try:
-            await done
-        finally:
+
+        def unlink(_: asyncio.Future[None]) -> None:
             self.splice_peer = other.splice_peer = None
+
+        done.add_done_callback(unlink)
+        return done
+
+    async def splice(self, other: Connection) -> None:
+        """:meth:`start_splice` and wait until the tunnel is closed."""
+        await self.start_splice(other)
 
 
 class _Deadlines:

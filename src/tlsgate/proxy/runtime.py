@@ -113,6 +113,8 @@ class Runtime:
         self.known_inspectable: dict[tuple[str, int], float] = {}
         self.draining = False
         self.sessions: set[object] = set()
+        self.tunnels: set[object] = set()
+        """Client connections spliced to a server (they outlive their sessions)."""
         self.idle_sessions: set[object] = set()
         self.config = config
         self.policy = AccessPolicy.compile(config)

@@ -94,7 +94,7 @@ async def drain(runtime: Runtime, server: asyncio.Server, grace: float) -> None:
         s.conn.close()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
-    while runtime.sessions and loop.time() < deadline:
+    while (runtime.sessions or runtime.tunnels) and loop.time() < deadline:
         for s in list(runtime.idle_sessions):
             assert isinstance(s, Session)
             s.conn.close()
@@ -109,6 +109,13 @@ async def drain(runtime: Runtime, server: asyncio.Server, grace: float) -> None:
             assert isinstance(s, Session)
             s.conn.abort()
         await asyncio.sleep(0)
+    if runtime.tunnels:
+        # Tunnels still open after the grace period are closed; their records are
+        # written as the connections go (before the log is flushed).
+        for conn in list(runtime.tunnels):
+            assert isinstance(conn, Connection)
+            conn.close()
+        await asyncio.sleep(0.1)
     runtime.pool.close_all()
 
 

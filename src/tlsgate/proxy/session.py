@@ -94,6 +94,8 @@ class Session:
         self.busy = False
         self.user: str | None = None
         self.authenticated = False
+        self.handed_off = False
+        """The connection became a tunnel that outlives this session."""
 
     # -- plumbing -------------------------------------------------------------------------
     async def _next(self, timeout: float) -> RequestEvent | None:
@@ -194,7 +196,8 @@ class Session:
         finally:
             self.rt.sessions.discard(self)
             self.rt.idle_sessions.discard(self)
-            self.conn.close()
+            if not self.handed_off:
+                self.conn.close()
 
     async def _serve_requests(self, tunnel: Tunnel | None) -> None:
         while not self.rt.draining:
@@ -851,7 +854,16 @@ class Session:
         else:
             up.write(hello)
         rec.status = 200
-        await self.conn.splice(up)
-        rec.bytes_received += up.bytes_out
-        rec.bytes_sent += up.bytes_in
-        self._finish(rec, started)
+        # The session ends here; the tunnel lives on in the two connections' callbacks
+        # and is logged when both sides have closed.
+        self.handed_off = True
+        client = self.conn
+
+        def closed(_: asyncio.Future[None]) -> None:
+            rec.bytes_received += up.bytes_out
+            rec.bytes_sent += up.bytes_in
+            self._finish(rec, started)
+            self.rt.tunnels.discard(client)
+
+        self.rt.tunnels.add(client)
+        client.start_splice(up).add_done_callback(closed)
