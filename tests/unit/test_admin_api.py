@@ -12,8 +12,9 @@ from cryptography import x509
 from fastapi.testclient import TestClient
 
 from tests.peers.tlsgate import cli
+from tlsgate.admin.actions import StoreAccess
 from tlsgate.admin.app import create_app
-from tlsgate.admin.users import add_user, load_users, users_file
+from tlsgate.admin.users import add_user, load_users
 from tlsgate.config.home import Home
 from tlsgate.log.record import LogRecord
 from tlsgate.log.sinks import open_log_sink
@@ -28,9 +29,14 @@ def home(tmp_path: Path) -> Home:
     return Home(tmp_path / "home").ensure()
 
 
+def add_admin(home: Home, name: str = "alice", password: str = PASSWORD) -> None:
+    with StoreAccess(home, None).opened() as store:
+        add_user(store, name, password)
+
+
 @pytest.fixture
 def client(home: Home) -> TestClient:
-    add_user(home, "alice", PASSWORD)
+    add_admin(home)
     return TestClient(create_app(home, None))
 
 
@@ -71,7 +77,7 @@ def test_login_sets_a_strict_http_only_cookie_and_wrong_passwords_fail(client):
 
 
 def test_secure_cookie_when_served_over_tls(home):
-    add_user(home, "alice", PASSWORD)
+    add_admin(home)
     client = TestClient(create_app(home, None, tls=True), base_url="https://testserver")
     r = client.post("/api/login", json={"name": "alice", "password": PASSWORD})
     assert "secure" in r.headers["set-cookie"].lower()
@@ -376,13 +382,16 @@ def test_openapi_document(client):
     assert not any(p.startswith("/ui") or p == "/" for p in doc["paths"])
 
 
-def test_add_user_command_writes_a_private_file(tmp_path):
+def test_add_user_command_keeps_only_the_hash_in_the_store(tmp_path):
     home = tmp_path / "h"
     r = cli(home, "admin", "add-user", "root-admin", "--password-stdin", input="s3cret-pass\n")
     assert r.returncode == 0, r.stderr
-    path = users_file(Home(home))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert "s3cret-pass" not in path.read_text()
-    assert load_users(Home(home))["root-admin"].password_hash.startswith("$argon2")
+    assert "created admin 'root-admin' in the store" in r.stdout
+    db = Home(home).store_path
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700  # the store's directory is private
+    with StoreAccess(Home(home), None).opened() as store:
+        user = load_users(store)["root-admin"]
+    assert user.password_hash.startswith("$argon2")
+    assert b"s3cret-pass" not in db.read_bytes()
     r = cli(home, "admin", "add-user", "x", "--password-stdin", input="short\n")
     assert r.returncode == 2 and "too short" in r.stderr

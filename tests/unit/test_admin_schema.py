@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
+from tlsgate.admin.actions import StoreAccess
 from tlsgate.admin.app import create_app
 from tlsgate.admin.sessions import COOKIE
 from tlsgate.admin.users import add_user
@@ -23,7 +24,8 @@ from tlsgate.log.sinks import open_log_sink
 @pytest.fixture(scope="module")
 def admin_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[FastAPI, dict[str, str]]:
     home = Home(Path(tmp_path_factory.mktemp("admin-schema"))).ensure()
-    add_user(home, "alice", "correct horse battery")
+    with StoreAccess(home, None).opened() as store:
+        add_user(store, "alice", "correct horse battery")
     sink = open_log_sink(None, home)
     sink.write([LogRecord(client_ip="127.0.0.1", dest_host="a.test", status=200)])
     sink.close()

@@ -27,9 +27,10 @@ DESTINATIONS = "inspection.destination_exceptions"
 ExceptionKind = Literal["source", "destination"]
 
 
-def console_author(user: str) -> str:
-    """Who staged or applied a change from the console: ``admin@host (console)``."""
-    return f"{user}@{socket.gethostname()} (console)"
+def console_author(user: str, via: str = "console") -> str:
+    """Who staged or applied a change from the console: ``admin@host (console)``, or
+    ``token-name@host (API token)``."""
+    return f"{user}@{socket.gethostname()} ({via})"
 
 
 @dataclass(frozen=True, slots=True)

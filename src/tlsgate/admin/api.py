@@ -1,7 +1,8 @@
 """The JSON API under ``/api`` (OpenAPI document: ``/api/openapi.json``).
 
-Reads need a session (``POST /api/login``); changes need the session and its CSRF token
-in ``X-CSRF-Token``.  Every change is staged like the CLI stages it; ``POST /api/apply``
+Reads need a session (``POST /api/login``) or an API token (``Authorization: Bearer
+TOKEN``, from ``tlsgate admin add-token``); changes made with a session also need its
+CSRF token in ``X-CSRF-Token``.  Every change is staged like the CLI stages it; ``POST /api/apply``
 makes the staged changes a revision (409 when ``expected_revision`` is no longer the
 newest).  Errors are ``{"error": ..., "fix": ...}``.
 """
@@ -9,17 +10,26 @@ newest).  Errors are ``{"error": ..., "fix": ...}``.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from tlsgate.admin import actions
 from tlsgate.admin.sessions import COOKIE, Session
 from tlsgate.admin.state import AdminState, client_address
 from tlsgate.admin.stats import dashboard_stats
-from tlsgate.admin.users import ADD_USER_HINT, check_password
+from tlsgate.admin.users import (
+    ADD_TOKEN_HINT,
+    ADD_USER_HINT,
+    check_password,
+    check_token,
+    has_users,
+    user_exists,
+)
 from tlsgate.errors import ConfigError, ConflictError, StoreError, TlsgateError, UsageError
 from tlsgate.log.formats import render_detail, to_dict
 from tlsgate.log.query import LogQuery, find_request, parse_since, parse_source, run_query
@@ -51,14 +61,63 @@ def state_of(request: Request) -> AdminState:
     return st
 
 
-def _require(request: Request, *, change: bool) -> Session:
+NOT_LOGGED_IN_FIX = "POST /api/login with name and password, or send Authorization: Bearer TOKEN"
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tlsgate admin"'}
+
+
+async def _token_session(st: AdminState, header: str) -> Session:
+    """``Authorization: Bearer TOKEN``: an API client, authenticated without a session.
+
+    No CSRF token is needed: a browser never adds this header by itself (unlike a
+    cookie), so a cross-site page cannot make a request carrying it.
+    """
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "the Authorization header is not 'Bearer TOKEN'",
+            fix=f"send an API token from '{ADD_TOKEN_HINT}' as 'Authorization: Bearer TOKEN'",
+            headers=_BEARER_CHALLENGE,
+        )
+    name = await st.with_credentials(lambda s: check_token(s, token.strip()))
+    if name is None:
+        raise ApiError(
+            401,
+            "unknown or removed API token",
+            fix=f"create a token with '{ADD_TOKEN_HINT}' (see 'tlsgate admin list')",
+            headers=_BEARER_CHALLENGE,
+        )
+    return Session(name, csrf="", expires=math.inf, via="API token")
+
+
+async def authenticate(request: Request) -> Session:
+    """The request's API token, else its login session; 401 if neither."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        return await _token_session(state_of(request), header)
+    return await login_session(request)
+
+
+async def login_session(request: Request) -> Session:
+    """The request's login session, whose user must still exist (the console's pages
+    accept nothing else); 401 otherwise."""
     st = state_of(request)
-    if not st.users():
-        raise ApiError(401, "no admin user exists", fix=f"create one with '{ADD_USER_HINT}'")
     session = st.session(request)
     if session is None:
-        raise ApiError(401, "not logged in", fix="POST /api/login with name and password")
-    if change and not st.csrf_valid(request, session):
+        if not await st.with_credentials(has_users):
+            raise ApiError(401, "no admin user exists", fix=f"create one with '{ADD_USER_HINT}'")
+        raise ApiError(401, "not logged in", fix=NOT_LOGGED_IN_FIX)
+    user = session.user
+    if not await st.with_credentials(lambda s: user_exists(s, user)):
+        # Removed with 'tlsgate admin remove-user' (maybe on another member's host).
+        st.sessions.end(request.cookies.get(COOKIE))
+        raise ApiError(401, f"admin user {user!r} no longer exists", fix=NOT_LOGGED_IN_FIX)
+    return session
+
+
+async def _require(request: Request, *, change: bool) -> Session:
+    session = await authenticate(request)
+    if change and session.via != "API token" and not state_of(request).csrf_valid(request, session):
         raise ApiError(
             403,
             "missing or wrong CSRF token",
@@ -67,12 +126,34 @@ def _require(request: Request, *, change: bool) -> Session:
     return session
 
 
-def reader(request: Request) -> Session:
-    return _require(request, change=False)
+# Declared for the OpenAPI document only (authenticate() reads the headers itself).
+_token_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiToken",
+    description=f"An API token from '{ADD_TOKEN_HINT}'; no CSRF token needed.",
+)
+_cookie_scheme = APIKeyCookie(
+    name=COOKIE,
+    auto_error=False,
+    scheme_name="session",
+    description="The session cookie from POST /api/login; changes also need X-CSRF-Token.",
+)
 
 
-def changer(request: Request) -> Session:
-    return _require(request, change=True)
+async def reader(
+    request: Request,
+    _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
+    _cookie: Annotated[str | None, Depends(_cookie_scheme)],
+) -> Session:
+    return await _require(request, change=False)
+
+
+async def changer(
+    request: Request,
+    _token: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_scheme)],
+    _cookie: Annotated[str | None, Depends(_cookie_scheme)],
+) -> Session:
+    return await _require(request, change=True)
 
 
 Reader = Annotated[Session, Depends(reader)]
@@ -132,10 +213,9 @@ async def login_user(request: Request, name: str, password: str) -> tuple[str, S
             fix=f"try again in {int(wait) + 1} s",
             headers={"Retry-After": str(int(wait) + 1)},
         )
-    users = await asyncio.to_thread(st.users)
-    if not users:
+    if not await st.with_credentials(has_users):
         raise ApiError(401, "no admin user exists", fix=f"create one with '{ADD_USER_HINT}'")
-    user = await asyncio.to_thread(check_password, users, name, password)
+    user = await st.with_credentials(lambda s: check_password(s, name, password))
     if user is None:
         st.sessions.limiter.failure(address)
         raise ApiError(401, "wrong user name or password")
@@ -184,7 +264,7 @@ class Staged(BaseModel):
 
 
 async def _stage(request: Request, session: Session, ops: list[ChangeOp]) -> Staged:
-    author = actions.console_author(session.user)
+    author = actions.console_author(session.user, session.via)
     count = await state_of(request).with_store(lambda s: actions.stage(s, ops, author))
     return Staged(staged=count)
 
@@ -246,7 +326,7 @@ async def forget(body: Server, request: Request, _: Changer) -> JSONDict:
 @router.post("/learned/make-permanent", response_model=Staged, tags=["inspection"])
 async def make_permanent(body: Server, request: Request, session: Changer) -> Staged:
     """Stage the learned server's host as a destination exception."""
-    author = actions.console_author(session.user)
+    author = actions.console_author(session.user, session.via)
     count = await state_of(request).with_store(
         lambda s: actions.make_permanent(s, body.host, body.port, author)
     )
@@ -281,7 +361,7 @@ class Move(BaseModel):
 
 
 async def _stage_policy(request: Request, session: Session, change: actions.PolicyChange) -> Staged:
-    author = actions.console_author(session.user)
+    author = actions.console_author(session.user, session.via)
     count = await state_of(request).with_store(lambda s: actions.stage_policy(s, change, author))
     return Staged(staged=count)
 
@@ -356,7 +436,7 @@ async def staged(request: Request, _: Reader) -> JSONDict:
 @router.post("/apply", tags=["configuration"])
 async def apply(body: Apply, request: Request, session: Changer) -> JSONDict:
     """Staged changes → a new revision; 409 when ``expected_revision`` is stale."""
-    author = actions.console_author(session.user)
+    author = actions.console_author(session.user, session.via)
     rev = await state_of(request).with_store(
         lambda s: actions.apply(s, body.message, author, body.expected_revision)
     )
@@ -379,7 +459,7 @@ async def history(
 @router.post("/rollback", tags=["configuration"])
 async def rollback(body: Rollback, request: Request, session: Changer) -> JSONDict:
     """A new revision with the content of an older one (staged changes stay)."""
-    author = actions.console_author(session.user)
+    author = actions.console_author(session.user, session.via)
     message = body.message or f"rollback to revision {body.revision}"
     rev = await state_of(request).with_store(
         lambda s: actions.rollback(s, body.revision, message, author)

@@ -27,6 +27,9 @@ class Session:
     csrf: str
     expires: float
     flash: list[str] = field(default_factory=list)
+    via: str = "console"
+    """How the request was authenticated: "console" (a login session) or "API token"
+    (then ``user`` is the token's name and there is no CSRF token)."""
 
 
 class Sessions:

@@ -1,10 +1,16 @@
 """What every request of the admin application needs: where the store and the log are,
 the CA, the sessions, and the shared helpers that check a request's session and CSRF
-token (used by both the JSON API and the HTML console)."""
+token (used by both the JSON API and the HTML console).
+
+Admin users and API tokens are read from the configuration store at every request
+(through one store handle kept open for that), so a user or token removed with
+``tlsgate admin`` on any host is refused at once by every member.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -13,11 +19,10 @@ from starlette.requests import Request
 
 from tlsgate.admin.actions import StoreAccess
 from tlsgate.admin.sessions import COOKIE, CSRF_HEADER, Session, Sessions, csrf_ok
-from tlsgate.admin.users import AdminUser, load_users
 from tlsgate.config.home import Home
 from tlsgate.log.database import LogDatabase
 from tlsgate.log.sinks import open_log_sink
-from tlsgate.store import Store
+from tlsgate.store import Store, open_store
 
 T = TypeVar("T")
 
@@ -30,6 +35,10 @@ class AdminState:
     """Served over TLS: session cookies get ``Secure``."""
     sessions: Sessions = field(default_factory=Sessions)
     log_db: LogDatabase | None = None
+    _credentials: Store | None = field(default=None, init=False, repr=False)
+    _credentials_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False
+    )
 
     @property
     def access(self) -> StoreAccess:
@@ -40,8 +49,18 @@ class AdminState:
             self.log_db = open_log_sink(self.store_url, self.home)
         return self.log_db
 
-    def users(self) -> dict[str, AdminUser]:
-        return load_users(self.home)
+    async def with_credentials(self, fn: Callable[[Store], T]) -> T:
+        """Run ``fn(store)`` in a worker thread on the store handle kept for the admin
+        users and tokens (checked at every request, so not reopened each time)."""
+
+        def work() -> T:
+            with self._credentials_lock:
+                if self._credentials is None:
+                    self._credentials = open_store(self.store_url, self.home)
+                store = self._credentials
+            return fn(store)  # the store's backend serialises its own use
+
+        return await asyncio.to_thread(work)
 
     async def with_store(self, fn: Callable[[Store], T]) -> T:
         """Run ``fn(store)`` in a worker thread with a freshly opened store."""
@@ -61,6 +80,10 @@ class AdminState:
     def close(self) -> None:
         if self.log_db is not None:
             self.log_db.close()
+        with self._credentials_lock:
+            if self._credentials is not None:
+                self._credentials.close()
+                self._credentials = None
 
 
 def client_address(request: Request) -> str:

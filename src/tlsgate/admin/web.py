@@ -19,9 +19,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from tlsgate.admin import actions
-from tlsgate.admin.api import ApiError, log_query, login_user, set_session_cookie, state_of
+from tlsgate.admin.api import (
+    ApiError,
+    log_query,
+    login_session,
+    login_user,
+    set_session_cookie,
+    state_of,
+)
 from tlsgate.admin.sessions import COOKIE, Session
-from tlsgate.admin.users import ADD_USER_HINT
+from tlsgate.admin.users import ADD_USER_HINT, has_users
 from tlsgate.errors import TlsgateError, UsageError
 from tlsgate.log.formats import render_detail, status_text
 from tlsgate.log.query import find_request, run_query
@@ -51,16 +58,8 @@ def refused(request: Request, exc: ApiError) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-def _session(request: Request) -> Session:
-    st = state_of(request)
-    session = st.session(request)
-    if session is None or not st.users():
-        raise ApiError(401, "not logged in")
-    return session
-
-
 async def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
-    session = _session(request)
+    session = await login_session(request)
     st = state_of(request)
     count = await st.with_store(lambda s: len(s.staged()))
     flash, session.flash = session.flash, []
@@ -89,7 +88,7 @@ async def _change(
     """A state-changing console request: session + CSRF, then ``work``; the page reloads
     with ``work``'s message, or the error shows in the message area."""
     st = state_of(request)
-    session = _session(request)
+    session = await login_session(request)
     if not st.csrf_valid(request, session):
         raise ApiError(403, "missing or wrong CSRF token")
     form = {k: str(v) for k, v in (await request.form()).items()}
@@ -127,7 +126,7 @@ def _staged_message(count: int) -> str:
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request) -> HTMLResponse:
-    users = await asyncio.to_thread(state_of(request).users)
+    users = await state_of(request).with_credentials(has_users)
     return _fragment(
         request, "login.html", no_users=not users, hint=ADD_USER_HINT, error=None, name=""
     )
@@ -144,7 +143,7 @@ def _same_origin(request: Request) -> bool:
 async def login_form(request: Request) -> Response:
     form = await request.form()
     name, password = str(form.get("name", "")), str(form.get("password", ""))
-    users = await asyncio.to_thread(state_of(request).users)
+    users = await state_of(request).with_credentials(has_users)
     error = None
     if not _same_origin(request):
         error = "refused: the login form was posted from another site"
@@ -348,7 +347,7 @@ async def log_page(request: Request) -> HTMLResponse:
 
 @router.get("/ui/log/rows", response_class=HTMLResponse)
 async def log_rows(request: Request) -> HTMLResponse:
-    _session(request)
+    await login_session(request)
     p = request.query_params
     try:
         q = log_query(
@@ -404,7 +403,7 @@ async def configuration_page(request: Request) -> HTMLResponse:
 
 @router.get("/ui/members", response_class=HTMLResponse)
 async def members_fragment(request: Request) -> HTMLResponse:
-    _session(request)
+    await login_session(request)
     members = await state_of(request).with_store(actions.members_view)
     return _fragment(request, "members.html", members=members)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from tlsgate.commands.common import Home, home_option, store_option
+from tlsgate.errors import UsageError
 from tlsgate.member import DEFAULT_ADMIN, ServeOptions, run_member
 from tlsgate.proxy.server import Listen
 
@@ -56,6 +57,12 @@ def _listen(_ctx: click.Context, _param: click.Parameter, value: str) -> Listen:
     help="Admin console and API address [default: 127.0.0.1:8081, skipped if busy]; "
     "'off' disables it.",
 )
+@click.option(
+    "--admin-tls",
+    is_flag=True,
+    help="Serve the admin console over HTTPS, with a certificate from tlsgate's CA for "
+    "its address and localhost.",
+)
 @click.option("--no-inspect", is_flag=True, help="Tunnel every CONNECT without inspection.")
 @click.option(
     "--member",
@@ -79,6 +86,7 @@ def serve(
     member: str | None,
     log_level: str,
     admin: str | None,
+    admin_tls: bool,
     home: Home,
     store_url: str | None,
 ) -> None:
@@ -93,6 +101,11 @@ def serve(
         admin_listen = DEFAULT_ADMIN
     elif admin.strip().lower() != "off":
         admin_listen = _listen(click.get_current_context(), click.Option(["--admin"]), admin)
+    if admin_tls and admin_listen is None:
+        raise UsageError(
+            "--admin-tls asks for TLS on the admin console, but --admin is off",
+            fix="drop --admin-tls, or give the console an address with --admin HOST:PORT",
+        )
     opts = ServeOptions(
         home=home,
         listen=listen,
@@ -103,6 +116,7 @@ def serve(
         no_inspect=no_inspect,
         admin=admin_listen,
         admin_required=admin is not None,
+        admin_tls=admin_tls,
     )
     asyncio.run(run_member(opts))
 

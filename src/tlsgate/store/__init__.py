@@ -1,4 +1,5 @@
-"""The configuration store: revisions, staged changes, members and learned exceptions.
+"""The configuration store: revisions, staged changes, members, learned exceptions and
+the admin console's users and API tokens.
 
 One store (embedded SQLite in the home directory, or PostgreSQL shared by several
 members) holds every configuration revision.  Commands stage changes; ``apply`` turns
@@ -8,6 +9,7 @@ live and reports what it runs.  See docs/store.md.
 
 from tlsgate.store.ops import ChangeOp, apply_ops
 from tlsgate.store.store import (
+    AdminCredential,
     LearnedException,
     MemberStatus,
     Revision,
@@ -16,6 +18,7 @@ from tlsgate.store.store import (
 )
 
 __all__ = [
+    "AdminCredential",
     "ChangeOp",
     "LearnedException",
     "MemberStatus",

@@ -48,6 +48,19 @@ MIGRATIONS: list[dict[str, list[str]]] = [
             "created_at TEXT NOT NULL)",
         ],
     },
+    # 2: the admin console's users (argon2id hashes) and API tokens (SHA-256 hashes),
+    # shared by every member of the store.  Names are unique per kind, ignoring case.
+    {
+        "common": [
+            "CREATE TABLE admin_credentials (kind TEXT NOT NULL "
+            "CHECK (kind IN ('user', 'token')), name TEXT NOT NULL, "
+            "secret_hash TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (kind, name))",
+            "CREATE UNIQUE INDEX admin_credentials_name ON admin_credentials (kind, lower(name))",
+            "CREATE INDEX admin_credentials_secret ON admin_credentials (secret_hash)",
+        ],
+        "sqlite": [],
+        "postgresql": [],
+    },
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 WRITER_LOCK = 7262746167

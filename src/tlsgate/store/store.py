@@ -1,5 +1,6 @@
 """The store's operations: stage, apply, discard, diff, history, rollback, members,
-learned exceptions.  Synchronous; the proxy calls it from a worker thread.
+learned exceptions, the admin console's users and API tokens.  Synchronous; the proxy
+calls it from a worker thread.
 """
 
 from __future__ import annotations
@@ -76,6 +77,20 @@ class LearnedException:
     last_seen: datetime
     hits: int
     expires_at: datetime
+
+
+CredentialKind = Literal["user", "token"]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminCredential:
+    """An admin console user (``secret_hash``: argon2id of the password) or API token
+    (``secret_hash``: SHA-256 hex of the token); the secrets themselves are never stored."""
+
+    kind: CredentialKind
+    name: str
+    secret_hash: str
+    created_at: datetime
 
 
 def _problems(document: dict[str, Any], what: str) -> tuple[TlsgateConfig | None, str]:
@@ -437,6 +452,76 @@ class Store:
             )
             self.db.query("DELETE FROM learned_exceptions")
             return count
+
+    # -- admin console users and API tokens ----------------------------------------------
+    _CRED_COLUMNS = "kind, name, secret_hash, created_at"
+
+    @staticmethod
+    def _credential(row: tuple[Any, ...]) -> AdminCredential:
+        return AdminCredential(row[0], row[1], row[2], _dt(row[3]))
+
+    def put_admin_credential(
+        self, kind: CredentialKind, name: str, secret_hash: str, *, replace: bool = True
+    ) -> bool:
+        """Store a user or token (names compare without case).  True when it is new;
+        an existing one is replaced, or left as it is when ``replace`` is False."""
+        with self.db.transaction(f"store an admin {kind}"):
+            found = bool(
+                self.db.query(
+                    "SELECT 1 FROM admin_credentials WHERE kind = ? AND lower(name) = lower(?)",
+                    (kind, name),
+                )
+            )
+            if found and not replace:
+                return False
+            self.db.query(
+                "DELETE FROM admin_credentials WHERE kind = ? AND lower(name) = lower(?)",
+                (kind, name),
+            )
+            self.db.query(
+                f"INSERT INTO admin_credentials ({self._CRED_COLUMNS}) VALUES (?, ?, ?, ?)",
+                (kind, name, secret_hash, _ts(self.now())),
+            )
+            return not found
+
+    def remove_admin_credential(self, kind: CredentialKind, name: str) -> bool:
+        with self.db.transaction(f"remove an admin {kind}"):
+            rows = self.db.query(
+                "DELETE FROM admin_credentials WHERE kind = ? AND lower(name) = lower(?) "
+                "RETURNING name",
+                (kind, name),
+            )
+            return bool(rows)
+
+    def admin_credentials(self, kind: CredentialKind | None = None) -> list[AdminCredential]:
+        """Users and tokens by kind and name (with their hashes: never show those)."""
+        where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        rows = self.db.read(
+            f"SELECT {self._CRED_COLUMNS} FROM admin_credentials {where} "
+            "ORDER BY kind DESC, lower(name)",
+            params,
+            action="read the admin users",
+        )
+        return [self._credential(r) for r in rows]
+
+    def admin_credential(self, kind: CredentialKind, name: str) -> AdminCredential | None:
+        rows = self.db.read(
+            f"SELECT {self._CRED_COLUMNS} FROM admin_credentials "
+            "WHERE kind = ? AND lower(name) = lower(?)",
+            (kind, name),
+            action="read the admin users",
+        )
+        return self._credential(rows[0]) if rows else None
+
+    def admin_token(self, secret_hash: str) -> AdminCredential | None:
+        """The token whose SHA-256 is ``secret_hash`` (verifies an API token), or None."""
+        rows = self.db.read(
+            f"SELECT {self._CRED_COLUMNS} FROM admin_credentials "
+            "WHERE kind = 'token' AND secret_hash = ?",
+            (secret_hash,),
+            action="check an API token",
+        )
+        return self._credential(rows[0]) if rows else None
 
 
 def is_postgres(url: str | None) -> bool:
