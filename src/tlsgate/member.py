@@ -28,7 +28,6 @@ from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.record import LogRecord
 from tlsgate.log.sinks import LOG_DB_NAME, LogSink, W3CFileSink, is_postgres_url, open_log_sink
 from tlsgate.log.writer import LogWriter, Retention
-from tlsgate.policy.inspection import LearnedEntry
 from tlsgate.proxy.runtime import Runtime
 from tlsgate.proxy.server import Listen, serve_until_stopped
 from tlsgate.store.follower import ConfigFollower, MemberInfo
@@ -84,14 +83,7 @@ class _Live:
 
     def on_learned(self, entries: list[LearnedException]) -> None:
         if self.runtime is not None:
-            self.runtime.learned.replace_all(
-                [
-                    LearnedEntry(
-                        e.host, e.port, e.reason, e.first_seen, e.last_seen, e.hits, e.expires_at
-                    )
-                    for e in entries
-                ]
-            )
+            self.runtime.learned.replace_all(entries)
 
 
 class _LearnedToStore:

@@ -549,9 +549,7 @@ def _learned_entry(store_url: str | None, home: Home, host: str, port: int) -> L
     try:
         for e in store.learned():
             if (e.host, e.port) == (host, port):
-                return LearnedEntry(
-                    e.host, e.port, e.reason, e.first_seen, e.last_seen, e.hits, e.expires_at
-                )
+                return e
     finally:
         store.close()
     return None

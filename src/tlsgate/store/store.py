@@ -18,6 +18,7 @@ from tlsgate.config.loader import check_config
 from tlsgate.config.model import TlsgateConfig
 from tlsgate.config.toml_writer import config_to_toml
 from tlsgate.errors import ConfigError, ConflictError, StoreError
+from tlsgate.policy.inspection import LearnedEntry
 from tlsgate.store.backend import Backend, PostgresBackend, SqliteBackend
 from tlsgate.store.ops import ChangeOp, apply_ops
 
@@ -68,15 +69,8 @@ class MemberStatus:
     started_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class LearnedException:
-    host: str
-    port: int
-    reason: str
-    first_seen: datetime
-    last_seen: datetime
-    hits: int
-    expires_at: datetime
+# A learned exception is the policy's own value: the store keeps what the decision uses.
+LearnedException = LearnedEntry
 
 
 CredentialKind = Literal["user", "token"]
