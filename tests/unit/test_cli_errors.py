@@ -78,3 +78,26 @@ def test_unwritable_home(tmp_path):
     blocker.write_text("x")
     r = tlsgate("ca", "show", "--home", str(blocker / "home"), home=tmp_path)
     one_line_error(r, 2, "cannot create home directory")
+
+
+def test_fingerprints_are_printed_verbatim(tmp_path):
+    """Rich would turn ':CD:' into an emoji; a fingerprint must reach the admin intact."""
+    from tlsgate.commands.common import console
+
+    with console.capture() as cap:
+        console.print("20:CD:0C:AB:E4", markup=False)
+    assert cap.get().strip() == "20:CD:0C:AB:E4"
+
+
+def test_log_table_never_reads_markup_from_a_url():
+    from rich.console import Console
+
+    from tlsgate.log.formats import table
+    from tlsgate.log.record import LogRecord
+
+    rec = LogRecord(url="http://a/[bold]x[/bold]", user="[red]eve", status=200, method="GET")
+    c = Console(width=300, emoji=False)
+    with c.capture() as cap:
+        c.print(table([rec]))
+    out = cap.get()
+    assert "[bold]x[/bold]" in out and "[red]eve" in out

@@ -14,6 +14,7 @@ from tlsgate.config.home import Home, resolve_home
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
 class _Console(Console):
     """Into a pipe or file, tables keep whole values on one line (for grep and scripts);
     decided at each print, as stdout may change (tests, redirection)."""
@@ -28,8 +29,8 @@ class _Console(Console):
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
 
-console = _Console(highlight=False, soft_wrap=True)
-err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
+console = _Console(highlight=False, soft_wrap=True, emoji=False)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def home_option(func: F) -> F:

@@ -74,7 +74,9 @@ class _Printer:
         self.console = (
             console
             if console.is_terminal
-            else Console(highlight=False, width=240, file=click.get_text_stream("stdout"))
+            else Console(
+                highlight=False, emoji=False, width=240, file=click.get_text_stream("stdout")
+            )
         )
 
     def print(self, records: list[LogRecord]) -> None:

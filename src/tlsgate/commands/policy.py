@@ -195,7 +195,7 @@ def _print(renderable: Table) -> None:
     out = (
         console
         if console.is_terminal
-        else Console(highlight=False, width=240, file=click.get_text_stream("stdout"))
+        else Console(highlight=False, emoji=False, width=240, file=click.get_text_stream("stdout"))
     )
     out.print(renderable)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from tlsgate.commands.common import Home, console, home_option, store_option
 from tlsgate.commands.effective import effective_config
@@ -133,10 +134,10 @@ def _print(report: ProbeReport, verdict: str, decision: inspection.Decision, sou
         for i, cert in enumerate(report.chain):
             table.add_row(
                 str(i),
-                cert.subject,
-                cert.issuer,
-                ", ".join(cert.san) or "-",
-                ", ".join(cert.eku) or "-",
+                Text(cert.subject),
+                Text(cert.issuer),
+                Text(", ".join(cert.san) or "-"),
+                Text(", ".join(cert.eku) or "-"),
                 cert.not_before,
                 cert.not_after,
             )

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from tlsgate.commands.common import Home, console, home_option, store_option
 from tlsgate.member import author
@@ -100,7 +101,9 @@ def history_cmd(limit: int, home: Home, store_url: str | None) -> None:
     for col in ("Revision", "Applied (UTC)", "Author", "Message"):
         table.add_column(col, overflow="fold")
     for r in revs:
-        table.add_row(str(r.number), f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.author, r.message)
+        table.add_row(
+            str(r.number), f"{r.created_at:%Y-%m-%d %H:%M:%S}", Text(r.author), Text(r.message)
+        )
     console.print(table)
 
 
@@ -123,12 +126,12 @@ def _members_table(head: int, members: list[MemberStatus]) -> Table:
     colours = {"Synced": "green", "Pending": "yellow", "Error": "red", "Unreachable": "red"}
     for m in members:
         table.add_row(
-            m.name,
-            m.address,
+            Text(m.name),
+            Text(m.address),
             str(m.applied_revision),
-            f"[{colours[m.state]}]{m.state}[/]",
+            Text(m.state, style=colours[m.state]),
             f"{m.heartbeat_at:%H:%M:%S}",
-            m.description,
+            Text(m.description),
         )
     return table
 

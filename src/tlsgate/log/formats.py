@@ -359,7 +359,10 @@ def table(
     styles = {"Denied": "red", "Failed": "yellow"}
     for r, row in zip(records, rows, strict=True):
         style = styles.get(r.action, "")
-        t.add_row(*row[:6], Text(row[6], style=style), *row[7:])
+        # Text, not str: a URL or user name must never be read as console markup.
+        cells = [Text(c) for c in row]
+        cells[6].stylize(style)
+        t.add_row(*cells)
     return t
 
 
