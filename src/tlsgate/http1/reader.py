@@ -144,6 +144,7 @@ class RequestReader(_Reader):
         self._url = bytearray()
         self._body_total = 0
         self._failed = False
+        self._valid_host = b""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -219,9 +220,11 @@ class RequestReader(_Reader):
             raise ProtocolError(400, "an HTTP/1.1 request needs exactly one Host header")
         if len(hosts) > 1:
             raise ProtocolError(400, "more than one Host header")
-        if hosts and target is None and connect is None:
+        if hosts and target is None and connect is None and hosts[0] != self._valid_host:
             # Inside a tunnel the Host header names the site; it must at least be valid.
+            # A keep-alive client repeats it on every request: validate it once.
             parse_authority(hosts[0].strip(), default_port=443)
+            self._valid_host = hosts[0]
         upgrade = None
         conn_values = fields.get_all(b"connection")
         if conn_values and b"upgrade" in tokens(conn_values):

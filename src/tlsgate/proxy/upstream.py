@@ -54,21 +54,27 @@ async def connect(authority: Authority, timeout: float) -> Connection:
 
 
 class UpstreamPool:
-    """Idle keep-alive connections to origin servers, most recently used first."""
+    """Idle keep-alive connections to origin servers, most recently used first.
+
+    Idle connections expire by a coarse sweep (every second) rather than a timer each:
+    a keep-alive request puts its connection back and takes it again every time.
+    """
+
+    SWEEP = 1.0
 
     def __init__(self, *, idle_timeout: float, per_key: int = 32, total: int = 2048) -> None:
         self.idle_timeout = idle_timeout
         self._per_key = per_key
         self._total = total
-        self._idle: dict[UpstreamKey, list[tuple[Connection, asyncio.TimerHandle]]] = {}
+        self._idle: dict[UpstreamKey, list[tuple[Connection, float]]] = {}
         self._count = 0
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def get(self, key: UpstreamKey) -> Connection | None:
         stack = self._idle.get(key)
         while stack:
-            conn, timer = stack.pop()
+            conn, _ = stack.pop()
             self._count -= 1
-            timer.cancel()
             if not conn.closed and not conn.at_eof:
                 return conn
             conn.close()
@@ -81,32 +87,42 @@ class UpstreamPool:
         if conn.closed or conn.at_eof or self._count >= self._total:
             conn.close()
             return
-        stack = self._idle.setdefault(key, [])
-        if len(stack) >= self._per_key:
+        stack = self._idle.get(key)
+        if stack is None:
+            stack = self._idle[key] = []
+        elif len(stack) >= self._per_key:
             conn.close()
             return
         loop = asyncio.get_running_loop()
-        timer = loop.call_later(self.idle_timeout, self._expire, key, conn)
-        stack.append((conn, timer))
+        stack.append((conn, loop.time()))
         self._count += 1
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self.SWEEP, self._sweep)
 
-    def _expire(self, key: UpstreamKey, conn: Connection) -> None:
-        stack = self._idle.get(key)
-        if not stack:
-            return
-        for i, (c, _) in enumerate(stack):
-            if c is conn:
-                del stack[i]
-                self._count -= 1
-                break
-        if not stack:
-            self._idle.pop(key, None)
-        conn.close()
+    def _sweep(self) -> None:
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        cutoff = loop.time() - self.idle_timeout
+        for key in list(self._idle):
+            stack = self._idle[key]
+            keep = [(c, t) for c, t in stack if t > cutoff and not c.closed]
+            for c, t in stack:
+                if t <= cutoff or c.closed:
+                    c.close()
+            self._count -= len(stack) - len(keep)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        if self._count:
+            self._sweeper = loop.call_later(self.SWEEP, self._sweep)
 
     def close_all(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for stack in self._idle.values():
-            for conn, timer in stack:
-                timer.cancel()
+            for conn, _ in stack:
                 conn.close()
         self._idle.clear()
         self._count = 0
