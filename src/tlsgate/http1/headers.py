@@ -67,17 +67,6 @@ class Fields:
         return [item for key, item in zip(self.lower, self.items, strict=True) if key not in drop]
 
 
-def get_all(headers: Iterable[Header], name: bytes) -> list[bytes]:
-    return [v for n, v in headers if n.lower() == name]
-
-
-def get_one(headers: Iterable[Header], name: bytes) -> bytes | None:
-    for n, v in headers:
-        if n.lower() == name:
-            return v
-    return None
-
-
 def tokens(values: Iterable[bytes]) -> list[bytes]:
     """Comma-separated list elements, lower-cased, empty elements dropped (RFC 9110 §5.6.1)."""
     out = []
@@ -87,20 +76,6 @@ def tokens(values: Iterable[bytes]) -> list[bytes]:
             if part:
                 out.append(part)
     return out
-
-
-def connection_tokens(headers: Iterable[Header]) -> set[bytes]:
-    return set(tokens(get_all(headers, b"connection")))
-
-
-def end_to_end(headers: Headers, *, keep: frozenset[bytes] = frozenset()) -> Headers:
-    """Headers with hop-by-hop, Connection-listed and framing fields removed.
-
-    ``keep`` names hop-by-hop fields to preserve (e.g. ``upgrade`` for a WebSocket handshake).
-    """
-    listed = connection_tokens(headers) - keep
-    drop = (HOP_BY_HOP - keep) | FRAMING | listed
-    return [(n, v) for n, v in headers if n.lower() not in drop]
 
 
 def append_via(headers: Headers, version: tuple[int, int], pseudonym: bytes) -> None:

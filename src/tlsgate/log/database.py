@@ -127,6 +127,11 @@ class LogDatabase:
 
     # -- operations (each takes the lock and maps driver errors) --------------------
     def write(self, records: Sequence[LogRecord]) -> None:
+        if records:
+            self.write_rows([self._row(r) for r in records])
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rows made by ``_row`` (the log daemon receives them ready-made)."""
         raise NotImplementedError
 
     def execute_select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -287,10 +292,6 @@ class SqliteLogSink(LogDatabase):
     def _time_value(self, v: Any) -> datetime:
         return from_micros(int(v))
 
-    def write(self, records: Sequence[LogRecord]) -> None:
-        if records:
-            self.write_rows([self._row(r) for r in records])
-
     def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert rows made by ``_row`` (the log daemon receives them ready-made)."""
         if not rows:
@@ -380,10 +381,6 @@ class PostgresLogSink(LogDatabase):
     def _time_value(self, v: Any) -> datetime:
         assert isinstance(v, datetime)
         return v.astimezone(UTC)
-
-    def write(self, records: Sequence[LogRecord]) -> None:
-        if records:
-            self.write_rows([self._row(r) for r in records])
 
     def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert rows made by ``_row`` (the log daemon receives them ready-made)."""
