@@ -139,7 +139,6 @@ class Runtime:
         if trust != self._upstream_trust(self.config):
             upstream_tls = UpstreamTLS(*trust)  # may raise: nothing swapped yet
             self.pool.close_all()
-            self.known_inspectable.clear()
         self.upstream_tls = upstream_tls
         self.policy, self.auth = policy, auth
         self.config = config

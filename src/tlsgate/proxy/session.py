@@ -363,7 +363,7 @@ class Session:
         extra: list[tuple[bytes, bytes]] | None = None,
     ) -> bool:
         if head.connect is None:
-            await self._finish_request_body_or_end(head)
+            await self._discard_body(head)
         rec.action = "Denied"
         if rule:
             reason = f"{reason} (rule: {rule})"
@@ -377,14 +377,6 @@ class Session:
             extra_headers=extra,
         )
         return False
-
-    async def _finish_request_body_or_end(self, head: RequestHead) -> None:
-        if head.framing is Framing.NONE:
-            ev = await self._next(self.rt.config.timeouts.body_idle)
-            if not isinstance(ev, MessageEnd):
-                raise _ClientGone
-        else:
-            await self._discard_body(head)
 
     async def _discard_body(self, head: RequestHead) -> None:
         timeout = self.rt.config.timeouts.body_idle
