@@ -101,3 +101,12 @@ def test_log_table_never_reads_markup_from_a_url():
         c.print(table([rec]))
     out = cap.get()
     assert "[bold]x[/bold]" in out and "[red]eve" in out
+
+
+def test_command_output_never_reads_markup():
+    """Server- and admin-supplied text reaches the terminal as written."""
+    from tlsgate.commands.common import console
+
+    with console.capture() as cap:
+        console.print("CN=[bold]evil[/bold] CA")
+    assert cap.get().strip() == "CN=[bold]evil[/bold] CA"

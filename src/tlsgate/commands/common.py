@@ -16,8 +16,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Console(Console):
-    """Into a pipe or file, tables keep whole values on one line (for grep and scripts);
-    decided at each print, as stdout may change (tests, redirection)."""
+    """Prints values verbatim: no markup and no emoji codes are read from text (names,
+    URLs and certificate fields come from clients and servers; ``:CD:`` in a fingerprint
+    is an emoji code); styles are given as Text.  Into a pipe or file, tables keep whole
+    values on one line (for grep and scripts), decided at each print."""
 
     @property
     def size(self) -> ConsoleDimensions:
@@ -29,8 +31,8 @@ class _Console(Console):
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
 
-console = _Console(highlight=False, soft_wrap=True, emoji=False)
-err_console = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+console = _Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, markup=False)
 
 
 def home_option(func: F) -> F:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import click
 from rich.table import Table
-from rich.text import Text
 
 from tlsgate.commands.common import Home, console, home_option, store_option
 from tlsgate.commands.store import opened
@@ -177,8 +176,8 @@ def learned_list(home: Home, store_url: str | None) -> None:
     for e in entries:
         left = int((e.expires_at - now).total_seconds())
         table.add_row(
-            Text(f"{e.host}:{e.port}"),
-            Text(e.reason),
+            f"{e.host}:{e.port}",
+            e.reason,
             f"{e.first_seen:%Y-%m-%d %H:%M:%S}",
             f"{e.last_seen:%Y-%m-%d %H:%M:%S}",
             str(e.hits),

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import click
-from rich.console import Console
 
 from tlsgate.commands.common import console, err_console, home_option, store_option
 from tlsgate.config.home import Home, resolve_home
@@ -70,14 +69,7 @@ class _Printer:
         self.fmt = fmt
         self.follow = follow
         self.started = False
-        # Into a pipe or file, do not cut lines at 80 columns.
-        self.console = (
-            console
-            if console.is_terminal
-            else Console(
-                highlight=False, emoji=False, width=240, file=click.get_text_stream("stdout")
-            )
-        )
+        self.console = console
 
     def print(self, records: list[LogRecord]) -> None:
         if self.fmt == "table":

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from tlsgate.commands.common import console, err_console, home_option, store_option
@@ -191,13 +190,7 @@ def config_import(file: Path, home: Home, store_url: str | None) -> None:
 
 
 def _print(renderable: Table) -> None:
-    # Into a pipe or file, do not cut tables at 80 columns.
-    out = (
-        console
-        if console.is_terminal
-        else Console(highlight=False, emoji=False, width=240, file=click.get_text_stream("stdout"))
-    )
-    out.print(renderable)
+    console.print(renderable)
 
 
 def _join(items: Sequence[object]) -> str:

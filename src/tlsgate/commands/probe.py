@@ -107,26 +107,42 @@ def probe(
 
 
 def _print(report: ProbeReport, verdict: str, decision: inspection.Decision, source: str) -> None:
+    # Server-supplied text (names, CA names, errors) goes in as plain Text segments: the
+    # console never reads markup, so styles are given as (text, style) pairs.
     c = console
     c.print(
-        f"[bold]{report.host}:{report.port}[/bold]  address {report.address or '-'}"
-        f"  SNI {report.sni or '(none)'}"
+        Text.assemble(
+            (f"{report.host}:{report.port}", "bold"),
+            f"  address {report.address or '-'}  SNI {report.sni or '(none)'}",
+        )
     )
     if report.error:
         st = lookup(report.status)
-        c.print(f"[red]cannot connect:[/red] {report.error} (status {report.status}: {st.remedy})")
+        c.print(
+            Text.assemble(
+                ("cannot connect:", "red"),
+                f" {report.error} (status {report.status}: {st.remedy})",
+            )
+        )
     else:
         c.print(
             f"TLS {report.tls_version or '-'}  cipher {report.cipher or '-'}"
             f"  ALPN {report.alpn or '-'}"
         )
         if report.verified:
-            c.print("certificate: [green]valid[/green] (trusted, name matches, in date)")
+            c.print(
+                Text.assemble(
+                    "certificate: ", ("valid", "green"), " (trusted, name matches, in date)"
+                )
+            )
         else:
             st = lookup(report.status)
             c.print(
-                f"certificate: [red]{report.status} {st.text}[/red]\n"
-                f"  {report.detail}\n  fix: {st.remedy}"
+                Text.assemble(
+                    "certificate: ",
+                    (f"{report.status} {st.text}", "red"),
+                    f"\n  {report.detail}\n  fix: {st.remedy}",
+                )
             )
         table = Table(title="certificate chain as sent by the server", show_lines=True)
         for col in ("#", "subject", "issuer", "SAN", "EKU", "valid from", "valid until"):
@@ -134,19 +150,28 @@ def _print(report: ProbeReport, verdict: str, decision: inspection.Decision, sou
         for i, cert in enumerate(report.chain):
             table.add_row(
                 str(i),
-                Text(cert.subject),
-                Text(cert.issuer),
-                Text(", ".join(cert.san) or "-"),
-                Text(", ".join(cert.eku) or "-"),
+                cert.subject,
+                cert.issuer,
+                ", ".join(cert.san) or "-",
+                ", ".join(cert.eku) or "-",
                 cert.not_before,
                 cert.not_after,
             )
         c.print(table)
         if report.client_cert_requested:
             cas = "; ".join(report.acceptable_cas) or "(the server names no CAs)"
-            c.print(f"client certificate: [yellow]requested[/yellow] — acceptable CAs: {cas}")
+            c.print(
+                Text.assemble(
+                    "client certificate: ", ("requested", "yellow"), f" — acceptable CAs: {cas}"
+                )
+            )
         else:
             c.print("client certificate: not requested")
     c.print(
-        f"tlsgate would: [bold]{verdict}[/bold] — {decision.reason}  [dim](policy: {source})[/dim]"
+        Text.assemble(
+            "tlsgate would: ",
+            (verdict, "bold"),
+            f" — {decision.reason}  ",
+            (f"(policy: {source})", "dim"),
+        )
     )

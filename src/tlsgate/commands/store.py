@@ -101,9 +101,7 @@ def history_cmd(limit: int, home: Home, store_url: str | None) -> None:
     for col in ("Revision", "Applied (UTC)", "Author", "Message"):
         table.add_column(col, overflow="fold")
     for r in revs:
-        table.add_row(
-            str(r.number), f"{r.created_at:%Y-%m-%d %H:%M:%S}", Text(r.author), Text(r.message)
-        )
+        table.add_row(str(r.number), f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.author, r.message)
     console.print(table)
 
 
@@ -126,12 +124,12 @@ def _members_table(head: int, members: list[MemberStatus]) -> Table:
     colours = {"Synced": "green", "Pending": "yellow", "Error": "red", "Unreachable": "red"}
     for m in members:
         table.add_row(
-            Text(m.name),
-            Text(m.address),
+            m.name,
+            m.address,
             str(m.applied_revision),
             Text(m.state, style=colours[m.state]),
             f"{m.heartbeat_at:%H:%M:%S}",
-            Text(m.description),
+            m.description,
         )
     return table
 
