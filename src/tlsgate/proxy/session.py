@@ -151,8 +151,7 @@ class Session:
         return LogRecord(member=self.rt.member, client_ip=ip, client_port=port)
 
     def _finish(self, rec: LogRecord, started: float) -> None:
-        rec.time_taken_ms = int((time.monotonic() - started) * 1000)
-        self.rt.log.submit(rec)
+        _submit(self.rt, rec, started)
 
     def _fail(
         self,
@@ -849,13 +848,28 @@ class Session:
         # The session ends here; the tunnel lives on in the two connections' callbacks
         # and is logged when both sides have closed.
         self.handed_off = True
-        client = self.conn
+        _hand_off_tunnel(self.rt, self.conn, up, rec, started)
 
-        def closed(_: asyncio.Future[None]) -> None:
-            rec.bytes_received += up.bytes_out
-            rec.bytes_sent += up.bytes_in
-            self._finish(rec, started)
-            self.rt.tunnels.discard(client)
 
-        self.rt.tunnels.add(client)
-        client.start_splice(up).add_done_callback(closed)
+def _hand_off_tunnel(
+    rt: Runtime, client: Connection, up: Connection, rec: LogRecord, started: float
+) -> None:
+    """Splice ``client`` and ``up``; log ``rec`` when both have closed.
+
+    A module function, so the idle tunnel keeps only its two connections and its record
+    alive, not the session (its HTTP parser and buffers): ~2 KiB less per idle tunnel.
+    """
+
+    def closed(_: asyncio.Future[None]) -> None:
+        rec.bytes_received += up.bytes_out
+        rec.bytes_sent += up.bytes_in
+        _submit(rt, rec, started)
+        rt.tunnels.discard(client)
+
+    rt.tunnels.add(client)
+    client.start_splice(up).add_done_callback(closed)
+
+
+def _submit(rt: Runtime, rec: LogRecord, started: float) -> None:
+    rec.time_taken_ms = int((time.monotonic() - started) * 1000)
+    rt.log.submit(rec)
