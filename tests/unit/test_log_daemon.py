@@ -67,3 +67,29 @@ def test_member_killed_after_sending_loses_nothing(tmp_path):
         time.sleep(0.1)
     assert db.count() == 3000
     db.close()
+
+
+def test_wire_rows_are_the_rows_the_sink_makes(tmp_path):
+    """What the daemon builds from a frame equals what SqliteLogSink builds from the
+    record: every field, the time to the microsecond, the index keys."""
+    import marshal
+    from datetime import UTC, datetime
+
+    from tlsgate.log.database import rows_from_wire, to_wire
+    from tlsgate.log.record import values_of
+
+    recs = [
+        *records(3, "w"),
+        LogRecord(
+            time=datetime(2026, 11, 26, 1, 2, 3, 456789, tzinfo=UTC),
+            client_ip="2001:db8::1",
+            dest_host="WWW.Example.ORG",
+            authenticated=True,
+            user="alice",
+        ),
+        LogRecord(time=datetime(2026, 11, 26, 1, 2, 3, 999999), client_ip="not-an-ip"),
+    ]
+    db = SqliteLogSink(tmp_path / "log.db")
+    wire = marshal.loads(marshal.dumps(to_wire([values_of(r) for r in recs])))
+    assert rows_from_wire(wire) == [db._row(r) for r in recs]
+    db.close()

@@ -3,8 +3,9 @@
 Why a process, as Squid's ``log_file_daemon``: in the member, the writer thread took
 the GIL back from the event loop once per inserted row, and SQLite's index work ran on
 the same interpreter; measured, logging cost ~40% of keep-alive throughput.  Now the
-member turns a batch into plain tuples, sends it down a pipe as one ``marshal`` frame
-and goes on; the daemon inserts it.
+member sends the batch as tuples of the fields (``to_wire``: a C-level attrgetter per
+record, the time in microseconds) down a pipe as one ``marshal`` frame and goes on; the
+daemon makes the rows (index keys) and inserts them.
 
 Durability: a frame written to the pipe is stored even if the member then dies (the
 daemon drains the pipe before it exits); a graceful stop waits for the daemon.  If the
@@ -26,8 +27,8 @@ from pathlib import Path
 from typing import IO
 
 from tlsgate.errors import StoreError
-from tlsgate.log.database import SqliteLogSink
-from tlsgate.log.record import LogRecord
+from tlsgate.log.database import SqliteLogSink, rows_from_wire, to_wire
+from tlsgate.log.record import LogRecord, values_of
 
 _FRAME = struct.Struct("!I")
 
@@ -61,8 +62,7 @@ class LogDaemonSink:
     def write(self, records: Sequence[LogRecord]) -> None:
         if not records:
             return
-        row = self._rows._row
-        payload = marshal.dumps([row(r) for r in records])
+        payload = marshal.dumps(to_wire([values_of(r) for r in records]))
         with self._lock:
             proc = self._proc
             if proc is None or proc.poll() is not None:
@@ -117,7 +117,7 @@ def serve(path: Path, stream: IO[bytes]) -> None:
             payload = _read_exact(stream, _FRAME.unpack(head)[0])
             if payload is None:
                 return
-            rows = marshal.loads(payload)
+            rows = rows_from_wire(marshal.loads(payload))
             delay = 0.1
             while True:
                 try:

@@ -22,14 +22,13 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
 
 import psycopg
 
 from tlsgate.errors import StoreError
-from tlsgate.log.record import FIELDS, LogRecord
+from tlsgate.log.record import FIELDS, LogRecord, RecordValues, values_of
 
 TABLE: Final = "web_proxy_log"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,7 +52,10 @@ _BIGINT_FIELDS: Final = frozenset({"bytes_sent", "bytes_received"})
 # ``dest_host_rev`` serves both exact and ``*.suffix`` host filters.
 INDEXED: Final = ("status", "client_ip_key", "dest_host_rev", "rule", "user_name")
 
-_FIELD_VALUES: Final = attrgetter(*FIELDS)
+_FIELD_VALUES: Final = values_of
+_TIME: Final = FIELDS.index("time")
+_CLIENT_IP: Final = FIELDS.index("client_ip")
+_DEST_HOST: Final = FIELDS.index("dest_host")
 _INSERT_COLUMNS: Final = (*COLUMNS.values(), "client_ip_key", "dest_host_rev")
 _SELECT_COLUMNS: Final = ", ".join(("id", *COLUMNS.values()))
 
@@ -83,6 +85,19 @@ def network_key_range(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tup
 
 def reverse_host(host: str) -> str:
     return host.lower()[::-1]
+
+
+def to_wire(values: Sequence[RecordValues]) -> list[RecordValues]:
+    """Records' values as ``marshal`` can carry them (the log daemon's frames): the time
+    in microseconds instead of a datetime.  The index keys are made in the daemon
+    (:func:`rows_from_wire`), off the proxy's CPU."""
+    t = _TIME
+    return [(*v[:t], to_micros(v[t]), *v[t + 1 :]) for v in values]
+
+
+def rows_from_wire(values: Sequence[RecordValues]) -> list[RecordValues]:
+    """:func:`to_wire`'s values as SQLite rows (what ``_row`` makes from a record)."""
+    return [(*v, ip_key(v[_CLIENT_IP]), reverse_host(v[_DEST_HOST])) for v in values]
 
 
 def to_micros(t: datetime) -> int:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from operator import attrgetter
+from typing import Any, Final
 
 LOG_TYPE_FORWARD: Final = "Web Proxy (Forward)"
 
@@ -87,6 +89,12 @@ class LogRecord:
 
 # Every field, in declaration order: sinks and formats iterate over this.
 FIELDS: Final[tuple[str, ...]] = tuple(LogRecord.__dataclass_fields__)
+
+RecordValues = tuple[Any, ...]
+"""A record as the tuple of its fields (``FIELDS`` order)."""
+
+values_of: Final[Callable[[LogRecord], RecordValues]] = attrgetter(*FIELDS)
+
 
 ACTIONS: Final = ("Allowed", "Denied", "Failed")
 PROTOCOLS: Final = ("http", "https-inspect", "SSL-tunnel", "https")
