@@ -33,6 +33,7 @@ from tlsgate.proxy.server import Listen, serve_until_stopped
 from tlsgate.store.follower import ConfigFollower, MemberInfo
 from tlsgate.store.store import LearnedException, open_store
 from tlsgate.tls.ca import LeafMinter, load_or_create_ca
+from tlsgate.workers import Workers
 
 if TYPE_CHECKING:
     from tlsgate.admin.server import AdminServer
@@ -55,6 +56,12 @@ class ServeOptions:
     """The address was asked for: failing to listen there stops the member."""
     admin_tls: bool = False
     """Serve the console over HTTPS with a certificate from tlsgate's CA."""
+    workers: int = 1
+    """Processes accepting on ``listen`` (this one included); see workers.py."""
+    worker_command: tuple[str, ...] = ()
+    """``tlsgate`` arguments a worker is started with (``--listen`` is added)."""
+    worker_index: int = 0
+    """Set in a worker process (2…N): share the port, start no workers."""
 
 
 DEFAULT_ADMIN = Listen("127.0.0.1", 8081)
@@ -232,11 +239,33 @@ async def run_member(opts: ServeOptions) -> None:
             os.getpid(),
         )
 
+    workers: Workers | None = None
+
+    async def start_workers(server: asyncio.Server) -> None:
+        nonlocal workers
+        await started(server)
+        if opts.workers > 1:
+            host, port = str(opts.listen.host), server.sockets[0].getsockname()[1]
+            listen = str(Listen(host, int(port)))
+            env = dict(os.environ)
+            if opts.store_url:
+                env["TLSGATE_STORE"] = opts.store_url
+            workers = Workers(opts.workers, [*opts.worker_command, "--listen", listen], env)
+            await workers.start()
+
     admin: AdminServer | None = None
     try:
         admin = await _start_admin(opts, home, runtime)
-        await serve_until_stopped(runtime, opts.listen, on_started=started)
+        await serve_until_stopped(
+            runtime,
+            opts.listen,
+            on_started=start_workers,
+            on_stopping=lambda: workers.signal_stop() if workers is not None else None,
+            reuse_port=opts.workers > 1 or opts.worker_index > 0,
+        )
     finally:
+        if workers is not None:
+            await workers.stop(config.timeouts.shutdown_grace + 15)
         if admin is not None:
             await admin.stop()
         await follower.stop()

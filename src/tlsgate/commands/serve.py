@@ -14,6 +14,7 @@ from tlsgate.commands.common import Home, home_option, store_option
 from tlsgate.errors import UsageError
 from tlsgate.member import DEFAULT_ADMIN, ServeOptions, run_member
 from tlsgate.proxy.server import Listen
+from tlsgate.workers import worker_member_name
 
 log = logging.getLogger("tlsgate")
 
@@ -71,6 +72,15 @@ def _listen(_ctx: click.Context, _param: click.Parameter, value: str) -> Listen:
     help="This member's name in the array (default: the host name).",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Processes accepting on the --listen port (SO_REUSEPORT); one core each.",
+)
+@click.option("--worker", "worker_index", type=int, default=0, hidden=True)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -87,6 +97,8 @@ def serve(
     log_level: str,
     admin: str | None,
     admin_tls: bool,
+    workers: int,
+    worker_index: int,
     home: Home,
     store_url: str | None,
 ) -> None:
@@ -106,10 +118,20 @@ def serve(
             "--admin-tls asks for TLS on the admin console, but --admin is off",
             fix="drop --admin-tls, or give the console an address with --admin HOST:PORT",
         )
+    name = member or socket.gethostname()
+    if worker_index:
+        # A worker started by a supervisor (workers.py): no console, no more workers.
+        admin_listen, workers = None, 1
+    command = ["serve", "--home", str(home.root), "--member", name, "--log-level", log_level]
+    command += ["--admin", "off"]
+    if upstream_ca is not None:
+        command += ["--upstream-ca", str(upstream_ca.resolve())]
+    if no_inspect:
+        command.append("--no-inspect")
     opts = ServeOptions(
         home=home,
         listen=listen,
-        member=member or socket.gethostname(),
+        member=worker_member_name(name, worker_index) if worker_index else name,
         store_url=store_url,
         config_file=config_file,
         upstream_ca=upstream_ca,
@@ -117,6 +139,9 @@ def serve(
         admin=admin_listen,
         admin_required=admin is not None,
         admin_tls=admin_tls,
+        workers=workers,
+        worker_command=tuple(command),
+        worker_index=worker_index,
     )
     asyncio.run(run_member(opts))
 

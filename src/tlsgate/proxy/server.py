@@ -57,7 +57,10 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-async def start_listener(runtime: Runtime, listen: Listen) -> asyncio.Server:
+async def start_listener(
+    runtime: Runtime, listen: Listen, *, reuse_port: bool = False
+) -> asyncio.Server:
+    """Listen on ``listen``; ``reuse_port``: share the port with other worker processes."""
     loop = asyncio.get_running_loop()
     try:
         server = await loop.create_server(
@@ -65,6 +68,7 @@ async def start_listener(runtime: Runtime, listen: Listen) -> asyncio.Server:
             listen.host,
             listen.port,
             reuse_address=True,
+            reuse_port=reuse_port or None,
             backlog=2048,
         )
     except OSError as exc:
@@ -124,12 +128,16 @@ async def serve_until_stopped(
     listen: Listen,
     *,
     on_started: Callable[[asyncio.Server], Awaitable[None]] | None = None,
+    on_stopping: Callable[[], None] | None = None,
+    reuse_port: bool = False,
 ) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    server = await start_listener(runtime, listen)
+    server = await start_listener(runtime, listen, reuse_port=reuse_port)
     if on_started is not None:
         await on_started(server)
     await stop.wait()
+    if on_stopping is not None:
+        on_stopping()
     log.info("stopping: no new connections; draining requests in flight")
     await drain(runtime, server, runtime.config.timeouts.shutdown_grace)
