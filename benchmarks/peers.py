@@ -372,10 +372,14 @@ class ProxyPy(ProxyKind):
 
 class Tlsgate(ProxyKind):
     """``tlsgate serve`` with a fresh home, the test CA upstream, logging on (its
-    default SQLite Web Proxy log); ``--no-inspect`` for the tunnel."""
+    default SQLite Web Proxy log); ``--no-inspect`` for the tunnel.  ``workers`` > 1:
+    ``serve --workers N`` (named ``tlsgate-Nw`` in the tables)."""
 
-    name = "tlsgate"
     program = "tlsgate"
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self.name = "tlsgate" if workers == 1 else f"tlsgate-{workers}w"
 
     def missing(self) -> str | None:
         try:
@@ -410,6 +414,8 @@ class Tlsgate(ProxyKind):
             args += ["--config", str(config)]
         if mode == "tunnel":
             args.append("--no-inspect")
+        if self.workers > 1:
+            args += ["--workers", str(self.workers)]
         env = {k: v for k, v in os.environ.items() if k not in ("TLSGATE_HOME", "TLSGATE_STORE")}
 
         def client_ca() -> Path:
@@ -421,6 +427,6 @@ class Tlsgate(ProxyKind):
 
 
 KINDS: dict[str, ProxyKind] = {
-    k.name: k for k in (Squid(), Mitmproxy(), ProxyPy(), Tlsgate())
+    k.name: k for k in (Squid(), Mitmproxy(), ProxyPy(), Tlsgate(), Tlsgate(workers=2))
 }
 """Every proxy the harness knows, in table order (Squid first: ratios are to Squid)."""

@@ -139,6 +139,7 @@ def _workdir(options: Options) -> Iterator[Path]:
         yield options.workdir
         return
     path = Path(tempfile.mkdtemp(prefix="tlsgate-bench-"))
+    path.chmod(0o755)  # Squid drops root to user "proxy", which must reach its directory
     try:
         yield path
     finally:

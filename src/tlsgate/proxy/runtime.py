@@ -123,7 +123,11 @@ class Runtime:
         """The proxy's own bound addresses (proxy and admin): never reachable through it."""
         self.local_names = local_host_names()
         self.upstream_tls = UpstreamTLS(*self._upstream_trust(config))
-        self.pool = UpstreamPool(idle_timeout=config.timeouts.upstream_idle_pooled)
+        self.pool = UpstreamPool(
+            idle_timeout=config.timeouts.upstream_idle_pooled,
+            per_key=config.limits.pooled_per_server,
+            total=config.limits.pooled_total,
+        )
         self.revision = 0
 
     def _upstream_trust(self, config: TlsgateConfig) -> tuple[Path | None, bool, bool]:
@@ -143,6 +147,8 @@ class Runtime:
         self.policy, self.auth = policy, auth
         self.config = config
         self.pool.idle_timeout = config.timeouts.upstream_idle_pooled
+        self.pool.per_key = config.limits.pooled_per_server
+        self.pool.total = config.limits.pooled_total
         self.revision = revision
         self.known_inspectable.clear()  # exceptions may have changed
 

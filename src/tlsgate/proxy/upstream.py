@@ -62,10 +62,10 @@ class UpstreamPool:
 
     SWEEP = 1.0
 
-    def __init__(self, *, idle_timeout: float, per_key: int = 32, total: int = 2048) -> None:
+    def __init__(self, *, idle_timeout: float, per_key: int = 256, total: int = 4096) -> None:
         self.idle_timeout = idle_timeout
-        self._per_key = per_key
-        self._total = total
+        self.per_key = per_key
+        self.total = total
         self._idle: dict[UpstreamKey, list[tuple[Connection, float]]] = {}
         self._count = 0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -84,13 +84,13 @@ class UpstreamPool:
         return bool(self._idle.get(key))
 
     def put(self, key: UpstreamKey, conn: Connection) -> None:
-        if conn.closed or conn.at_eof or self._count >= self._total:
+        if conn.closed or conn.at_eof or self._count >= self.total:
             conn.close()
             return
         stack = self._idle.get(key)
         if stack is None:
             stack = self._idle[key] = []
-        elif len(stack) >= self._per_key:
+        elif len(stack) >= self.per_key:
             conn.close()
             return
         loop = asyncio.get_running_loop()
