@@ -20,7 +20,7 @@ import ipaddress
 import socket
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -52,7 +52,6 @@ _BIGINT_FIELDS: Final = frozenset({"bytes_sent", "bytes_received"})
 # ``dest_host_rev`` serves both exact and ``*.suffix`` host filters.
 INDEXED: Final = ("status", "client_ip_key", "dest_host_rev", "rule", "user_name")
 
-_FIELD_VALUES: Final = values_of
 _TIME: Final = FIELDS.index("time")
 _CLIENT_IP: Final = FIELDS.index("client_ip")
 _DEST_HOST: Final = FIELDS.index("dest_host")
@@ -87,17 +86,27 @@ def reverse_host(host: str) -> str:
     return host.lower()[::-1]
 
 
+def _with_time(values: RecordValues, convert: Callable[[datetime], Any]) -> RecordValues:
+    """``values`` with the time as the database takes it."""
+    t = _TIME
+    return (*values[:t], convert(values[t]), *values[t + 1 :])
+
+
+def _with_index_keys(values: RecordValues) -> RecordValues:
+    """A row: the values and the derived columns (``_INSERT_COLUMNS`` order)."""
+    return (*values, ip_key(values[_CLIENT_IP]), reverse_host(values[_DEST_HOST]))
+
+
 def to_wire(values: Sequence[RecordValues]) -> list[RecordValues]:
     """Records' values as ``marshal`` can carry them (the log daemon's frames): the time
     in microseconds instead of a datetime.  The index keys are made in the daemon
     (:func:`rows_from_wire`), off the proxy's CPU."""
-    t = _TIME
-    return [(*v[:t], to_micros(v[t]), *v[t + 1 :]) for v in values]
+    return [_with_time(v, to_micros) for v in values]
 
 
 def rows_from_wire(values: Sequence[RecordValues]) -> list[RecordValues]:
     """:func:`to_wire`'s values as SQLite rows (what ``_row`` makes from a record)."""
-    return [(*v, ip_key(v[_CLIENT_IP]), reverse_host(v[_DEST_HOST])) for v in values]
+    return [_with_index_keys(v) for v in values]
 
 
 def to_micros(t: datetime) -> int:
@@ -128,11 +137,7 @@ class LogDatabase:
         raise NotImplementedError
 
     def _row(self, r: LogRecord) -> tuple[Any, ...]:
-        values = list(_FIELD_VALUES(r))
-        values[1] = self.time_param(r.time)
-        values.append(ip_key(r.client_ip))
-        values.append(reverse_host(r.dest_host))
-        return tuple(values)
+        return _with_index_keys(_with_time(values_of(r), self.time_param))
 
     def _record(self, row: Sequence[Any]) -> tuple[int, LogRecord]:
         rec = LogRecord(*row[1:])
