@@ -245,8 +245,8 @@ async def run_member(opts: ServeOptions) -> None:
         nonlocal workers
         await started(server)
         if opts.workers > 1:
-            host, port = str(opts.listen.host), server.sockets[0].getsockname()[1]
-            listen = str(Listen(host, int(port)))
+            # The port the first process got (``--listen HOST:0`` picks one).
+            listen = str(Listen(opts.listen.host, server.sockets[0].getsockname()[1]))
             env = dict(os.environ)
             if opts.store_url:
                 env["TLSGATE_STORE"] = opts.store_url

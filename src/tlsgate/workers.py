@@ -55,7 +55,6 @@ class Workers:
         self._env = env
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._watchers: list[asyncio.Task[None]] = []
-        self._stopping = False
 
     def _args(self, index: int) -> list[str]:
         return [sys.executable, "-m", "tlsgate", *self._command, "--worker", str(index)]
@@ -76,10 +75,9 @@ class Workers:
             )
 
     async def _watch(self, index: int) -> None:
+        """Start worker ``index`` again whenever it exits (cancelled at the stop)."""
         while True:
             code = await self._procs[index].wait()
-            if self._stopping:
-                return
             log.warning(
                 "worker %d exited with status %d; starting it again in %.0f s",
                 index,
@@ -87,16 +85,12 @@ class Workers:
                 RESTART_DELAY,
             )
             await asyncio.sleep(RESTART_DELAY)
-            if not self.stopping:  # a method call: the flag may have changed meanwhile
-                await self._spawn(index)
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
+            await self._spawn(index)
 
     def signal_stop(self) -> None:
-        """Tell every worker to drain now (SIGTERM)."""
-        self._stopping = True
+        """Tell every worker to drain now (SIGTERM); none is started again."""
+        for task in self._watchers:
+            task.cancel()
         for proc in self._procs.values():
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -105,8 +99,6 @@ class Workers:
     async def stop(self, timeout: float) -> None:
         """SIGTERM (if not sent yet), wait up to ``timeout`` s, then SIGKILL the rest."""
         self.signal_stop()
-        for task in self._watchers:
-            task.cancel()
         for index, proc in self._procs.items():
             try:
                 code = await asyncio.wait_for(proc.wait(), timeout)
