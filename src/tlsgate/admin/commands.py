@@ -3,7 +3,6 @@ configuration store (every member of the store accepts them)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,9 +10,16 @@ import click
 from rich.table import Table
 
 from tlsgate.admin import users
-from tlsgate.commands.common import Home, console, err_console, home_option, store_option
-from tlsgate.errors import UsageError
-from tlsgate.store import Store, open_store
+from tlsgate.commands.common import (
+    Home,
+    console,
+    err_console,
+    home_option,
+    read_password,
+    store_option,
+)
+from tlsgate.commands.store import opened
+from tlsgate.store import Store
 
 
 @click.group("admin")
@@ -23,8 +29,7 @@ def admin() -> None:
 
 @contextmanager
 def _opened(store_url: str | None, home: Home) -> Iterator[Store]:
-    store = open_store(store_url, home.ensure())
-    try:
+    with opened(store_url, home.ensure()) as store:
         imported = users.import_users_file(home, store)
         if imported is not None:
             err_console.print(
@@ -32,8 +37,6 @@ def _opened(store_url: str | None, home: Home) -> Iterator[Store]:
                 f"the store {store.location} (the file is no longer read)"
             )
         yield store
-    finally:
-        store.close()
 
 
 @admin.command("add-user")
@@ -45,12 +48,7 @@ def _opened(store_url: str | None, home: Home) -> Iterator[Store]:
 @store_option
 def add_user_cmd(name: str, password_stdin: bool, home: Home, store_url: str | None) -> None:
     """Create admin NAME (or set a new password); keeps only the argon2 hash."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not password:
-        raise UsageError("the password is empty")
+    password = read_password(password_stdin)
     with _opened(store_url, home) as store:
         new = users.add_user(store, name, password)
         where = store.location

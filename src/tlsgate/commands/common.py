@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ import click
 from rich.console import Console, ConsoleDimensions
 
 from tlsgate.config.home import Home, resolve_home
+from tlsgate.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,4 +73,15 @@ def store_option(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-__all__ = ["Home", "console", "err_console", "home_option", "store_option"]
+def read_password(password_stdin: bool) -> str:
+    """A new password: the first line of stdin, or typed twice at a hidden prompt."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise UsageError("the password is empty")
+    return password
+
+
+__all__ = ["Home", "console", "err_console", "home_option", "read_password", "store_option"]

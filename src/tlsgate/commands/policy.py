@@ -19,7 +19,13 @@ from typing import Any
 import click
 from rich.table import Table
 
-from tlsgate.commands.common import console, err_console, home_option, store_option
+from tlsgate.commands.common import (
+    console,
+    err_console,
+    home_option,
+    read_password,
+    store_option,
+)
 from tlsgate.config.home import Home
 from tlsgate.config.loader import check_config_file, load_config_file
 from tlsgate.config.model import DEFAULT_RULE, TlsgateConfig
@@ -438,16 +444,6 @@ def sets_update(
 # -- users ---------------------------------------------------------------------------------
 
 
-def _read_password(password_stdin: bool) -> str:
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not password:
-        raise UsageError("the password is empty")
-    return password
-
-
 @click.group("users")
 def users_group() -> None:
     """Proxy users (HTTP Basic on the proxy connection); passwords kept as argon2 hashes."""
@@ -476,7 +472,7 @@ _password_stdin = click.option(
 @store_option
 def users_add(name: str, password_stdin: bool, home: Home, store_url: str | None) -> None:
     """Stage a new user NAME; asks for the password and keeps only its argon2 hash."""
-    digest = hash_password(_read_password(password_stdin))
+    digest = hash_password(read_password(password_stdin))
     _stage(store_url, home, lambda c: edit.add_user(c, name, digest), f"add user {name!r}")
 
 
@@ -496,7 +492,7 @@ def users_remove(name: str, home: Home, store_url: str | None) -> None:
 @store_option
 def users_passwd(name: str, password_stdin: bool, home: Home, store_url: str | None) -> None:
     """Stage a new password for user NAME."""
-    digest = hash_password(_read_password(password_stdin))
+    digest = hash_password(read_password(password_stdin))
     _stage(store_url, home, lambda c: edit.set_password(c, name, digest), f"password of {name!r}")
 
 
