@@ -8,6 +8,8 @@ framing fields, size limits, and response bodies after HEAD.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httptools
 
 from tlsgate.config.model import Limits
@@ -47,6 +49,8 @@ def _error_from(exc: httptools.HttpParserError, fallback_status: int) -> Protoco
 
 class _Reader:
     """Shared callback bookkeeping of the request and response readers."""
+
+    _parser: httptools.HttpRequestParser | httptools.HttpResponseParser
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
@@ -125,6 +129,29 @@ class _Reader:
             if self._chunk_overhead > allowed:
                 raise _Abort(ProtocolError(400, "chunk line or chunk extension too long"))
 
+    def _feed_parser(self, data: bytes) -> None:
+        started_in_chunked_body = self._chunked and not self._in_head
+        self._before_feed(data)
+        self._parser.feed_data(data)
+        self._after_feed(data, started_in_chunked_body)
+
+    def _guarded(self, feed: Callable[[bytes], None], data: bytes, parse_status: int) -> bool:
+        """``feed(data)``; False when the message stream ended there: an upgrade (the
+        rest is tunnel data), a parse error (``parse_status``) or a limit, with the event
+        that says so appended."""
+        try:
+            feed(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self._events.append(TunnelData(data[offset:]))
+        except httptools.HttpParserError as exc:
+            self._events.append(ParseFailed(_error_from(exc, parse_status)))
+        except _Abort as exc:
+            self._events.append(ParseFailed(exc.error))
+        else:
+            return True
+        return False
+
     def _take(self) -> list[RequestEvent | ResponseEvent]:
         events, self._events = self._events, []
         return events
@@ -136,6 +163,8 @@ class RequestReader(_Reader):
     ``origin_authority`` is set inside an inspected tunnel, where requests carry
     origin-form targets for the CONNECT destination.
     """
+
+    _parser: httptools.HttpRequestParser
 
     def __init__(self, limits: Limits, *, in_tunnel: bool = False) -> None:
         super().__init__(limits)
@@ -258,21 +287,8 @@ class RequestReader(_Reader):
         """Events for ``data``.  After a ParseFailed or TunnelData, feed nothing more."""
         if self._failed:
             return []
-        started_in_chunked_body = self._chunked and not self._in_head
-        try:
-            self._before_feed(data)
-            self._parser.feed_data(data)
-            self._after_feed(data, started_in_chunked_body)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
+        if not self._guarded(self._feed_parser, data, 400):
             self._failed = True  # the parser is done; the rest is tunnel or a new reader's
-            self._events.append(TunnelData(data[offset:]))
-        except httptools.HttpParserError as exc:
-            self._failed = True
-            self._events.append(ParseFailed(_error_from(exc, 400)))
-        except _Abort as exc:
-            self._failed = True
-            self._events.append(ParseFailed(exc.error))
         return self._take()  # type: ignore[return-value]
 
 
@@ -282,6 +298,8 @@ class ResponseReader(_Reader):
     httptools cannot be told that a response to HEAD has no body (httptools #47), so
     for HEAD the head is cut out by hand and only it is given to the parser.
     """
+
+    _parser: httptools.HttpResponseParser
 
     def __init__(self, limits: Limits, request_method: bytes) -> None:
         super().__init__(limits)
@@ -345,24 +363,9 @@ class ResponseReader(_Reader):
         if self._done:
             self.leftover += data
             return []
-        try:
-            if self._head_only:
-                self._feed_heads_only(data)
-            else:
-                started_in_chunked_body = self._chunked and not self._in_head
-                self._before_feed(data)
-                self._parser.feed_data(data)
-                self._after_feed(data, started_in_chunked_body)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
+        feed = self._feed_heads_only if self._head_only else self._feed_parser
+        if not self._guarded(feed, data, 502):
             self._done = True
-            self._events.append(TunnelData(data[offset:]))
-        except httptools.HttpParserError as exc:
-            self._done = True
-            self._events.append(ParseFailed(_error_from(exc, 502)))
-        except _Abort as exc:
-            self._done = True
-            self._events.append(ParseFailed(exc.error))
         return self._take()  # type: ignore[return-value]
 
     def _feed_heads_only(self, data: bytes) -> None:
