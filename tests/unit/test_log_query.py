@@ -229,6 +229,8 @@ def test_postgres_outage_raises_store_error_then_recovers(
     db.write([r("before")])
     postgres.stop()
     try:
+        with pytest.raises(StoreError, match=r"log store postgresql://.*cannot read records"):
+            run_query(db, LogQuery())  # the open connection breaks: forgotten, not reused
         with pytest.raises(StoreError, match=r"log store postgresql://.*cannot"):
             db.write([r("during")])
     finally:

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import psycopg
 
@@ -84,6 +84,18 @@ def network_key_range(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tup
 
 def reverse_host(host: str) -> str:
     return host.lower()[::-1]
+
+
+_T = TypeVar("_T")
+
+
+def _fetchall(cursor: Any) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = cursor.fetchall()
+    return rows
+
+
+def _rowcount(cursor: Any) -> int:
+    return int(cursor.rowcount)
 
 
 def _with_time(values: RecordValues, convert: Callable[[datetime], Any]) -> RecordValues:
@@ -154,11 +166,33 @@ class LogDatabase:
         """Insert rows made by ``_row`` (the log daemon receives them ready-made)."""
         raise NotImplementedError
 
-    def execute_select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    # The driver's error class; a failed call may leave a broken connection behind.
+    _driver_error: type[Exception] = Exception
+
+    def _connect(self) -> Any:
         raise NotImplementedError
 
+    def _after_error(self) -> None:
+        """Forget a connection the failed call broke (reopened by the next call)."""
+
+    def _execute(
+        self, action: str, sql: str, params: Sequence[Any], take: Callable[[Any], _T]
+    ) -> _T:
+        """Run one statement and ``take`` its result from the cursor, under the lock,
+        with the driver's errors turned into StoreError."""
+        with self._lock:
+            conn = self._connect()
+            try:
+                return take(conn.execute(sql, tuple(params)))
+            except self._driver_error as exc:
+                self._after_error()
+                raise self._fail(action, exc) from None
+
+    def execute_select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._execute("read records", sql, params, _fetchall)
+
     def execute_update(self, sql: str, params: Sequence[Any]) -> int:
-        raise NotImplementedError
+        return self._execute("delete old records", sql, params, _rowcount)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -273,6 +307,7 @@ class SqliteLogSink(LogDatabase):
     """
 
     name = "sqlite"
+    _driver_error = sqlite3.Error
 
     def __init__(self, path: Path | str) -> None:
         super().__init__()
@@ -329,22 +364,6 @@ class SqliteLogSink(LogDatabase):
             except sqlite3.Error as exc:
                 raise self._fail("write records", exc) from None
 
-    def execute_select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            conn = self._connect()
-            try:
-                return conn.execute(sql, tuple(params)).fetchall()
-            except sqlite3.Error as exc:
-                raise self._fail("read records", exc) from None
-
-    def execute_update(self, sql: str, params: Sequence[Any]) -> int:
-        with self._lock:
-            conn = self._connect()
-            try:
-                return conn.execute(sql, tuple(params)).rowcount
-            except sqlite3.Error as exc:
-                raise self._fail("delete old records", exc) from None
-
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -365,6 +384,7 @@ class PostgresLogSink(LogDatabase):
 
     name = "postgresql"
     placeholder = "%s"
+    _driver_error = psycopg.Error
 
     def __init__(self, dsn: str) -> None:
         super().__init__()
@@ -390,7 +410,7 @@ class PostgresLogSink(LogDatabase):
             self._conn = conn
         return self._conn
 
-    def _drop_broken(self) -> None:
+    def _after_error(self) -> None:
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn.close()
             self._conn = None
@@ -413,26 +433,8 @@ class PostgresLogSink(LogDatabase):
                     for row in rows:
                         copy.write_row(row)
             except psycopg.Error as exc:
-                self._drop_broken()
+                self._after_error()
                 raise self._fail("write records", exc) from None
-
-    def execute_select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            conn = self._connect()
-            try:
-                return conn.execute(sql, tuple(params)).fetchall()
-            except psycopg.Error as exc:
-                self._drop_broken()
-                raise self._fail("read records", exc) from None
-
-    def execute_update(self, sql: str, params: Sequence[Any]) -> int:
-        with self._lock:
-            conn = self._connect()
-            try:
-                return conn.execute(sql, tuple(params)).rowcount
-            except psycopg.Error as exc:
-                self._drop_broken()
-                raise self._fail("delete old records", exc) from None
 
     def close(self) -> None:
         with self._lock:
