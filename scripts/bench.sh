@@ -15,6 +15,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+. scripts/lib.sh
 VENV=benchmarks/.venv
 export DEBIAN_FRONTEND=noninteractive
 export PIP_ROOT_USER_ACTION=ignore  # root on a benchmark machine is intended here
@@ -64,15 +65,7 @@ if [ ! -x "$VENV/bin/mitmdump" ] || [ ! -x "$VENV/bin/proxy" ]; then
     "$VENV/bin/python" -m pip install "${pip_args[@]}" 'mitmproxy>=11,<12' 'proxy.py>=2.4,<3'
 fi
 
-# Debian's own python3 is "externally managed" (PEP 668); see scripts/install.sh.
-if "$PYTHON" - <<'PY'
-import pathlib, sys, sysconfig
-marker = pathlib.Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED"
-sys.exit(0 if marker.exists() and sys.prefix == sys.base_prefix else 1)
-PY
-then
-    pip_args+=(--break-system-packages)
-fi
+allow_system_pip || true  # PEP 668: scripts/lib.sh
 say "pip install -e . ($("$PYTHON" -V 2>&1))"
 "$PYTHON" -m pip install "${pip_args[@]}" -e .
 

@@ -7,6 +7,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+. scripts/lib.sh
 export PIP_ROOT_USER_ACTION=ignore  # installing as root is what this script is for
 
 say() { printf '==> %s\n' "$*"; }
@@ -19,17 +20,10 @@ command -v "$PYTHON" >/dev/null 2>&1 \
 "$PYTHON" -m pip --version >/dev/null 2>&1 \
     || die "pip is missing for $PYTHON; install it with: apt-get install python3-pip"
 
-# Debian marks its python3 "externally managed" (PEP 668); on a machine dedicated to
-# tlsgate we install into /usr/local anyway, which leaves apt's own files untouched.
+# On a machine dedicated to tlsgate, into /usr/local even under PEP 668 (scripts/lib.sh).
 pip_args=(--disable-pip-version-check --no-input)
-if "$PYTHON" - <<'PY'
-import pathlib, sys, sysconfig
-marker = pathlib.Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED"
-sys.exit(0 if marker.exists() and sys.prefix == sys.base_prefix else 1)
-PY
-then
+if allow_system_pip; then
     say "$PYTHON is externally managed (PEP 668): installing with --break-system-packages"
-    pip_args+=(--break-system-packages)
 fi
 
 say "installing tlsgate from $(pwd) with $("$PYTHON" -V 2>&1)"

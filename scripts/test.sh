@@ -9,6 +9,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+. scripts/lib.sh
 export DEBIAN_FRONTEND=noninteractive
 export PIP_ROOT_USER_ACTION=ignore  # root on a CI machine is intended here
 
@@ -70,16 +71,8 @@ for module in http_dav_module http_sub_module http_ssl_module; do
         || die "/usr/sbin/nginx lacks $module; install Debian's 'nginx' package"
 done
 
-# Debian's own python3 is "externally managed" (PEP 668); see scripts/install.sh.
 pip_args=(--disable-pip-version-check --no-input --quiet)
-if "$PYTHON" - <<'PY'
-import pathlib, sys, sysconfig
-marker = pathlib.Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED"
-sys.exit(0 if marker.exists() and sys.prefix == sys.base_prefix else 1)
-PY
-then
-    pip_args+=(--break-system-packages)
-fi
+allow_system_pip || true  # PEP 668: scripts/lib.sh
 say "pip install -e '.[test]' ($("$PYTHON" -V 2>&1))"
 "$PYTHON" -m pip install "${pip_args[@]}" -e '.[test]'
 
