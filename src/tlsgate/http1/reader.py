@@ -9,6 +9,7 @@ framing fields, size limits, and response bodies after HEAD.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 import httptools
 
@@ -45,6 +46,10 @@ def _error_from(exc: httptools.HttpParserError, fallback_status: int) -> Protoco
         return ctx.error
     detail = str(exc) or type(exc).__name__
     return ProtocolError(fallback_status, f"malformed HTTP: {detail}")
+
+
+_DONE_PARSER: Final = httptools.HttpResponseParser(object())
+"""Stands in for a finished response reader's parser (never fed)."""
 
 
 class _Reader:
@@ -366,7 +371,15 @@ class ResponseReader(_Reader):
         feed = self._feed_heads_only if self._head_only else self._feed_parser
         if not self._guarded(feed, data, 502):
             self._done = True
+        if self._done:
+            self._release_parser()
         return self._take()  # type: ignore[return-value]
+
+    def _release_parser(self) -> None:
+        """Break the reader <-> parser cycle (the parser holds bound methods of the
+        reader), so a finished reader is freed at once instead of by the cyclic GC:
+        it was ~11 objects of cyclic garbage per proxied request."""
+        self._parser = _DONE_PARSER
 
     def _feed_heads_only(self, data: bytes) -> None:
         buf = self._pending + data
@@ -395,6 +408,7 @@ class ResponseReader(_Reader):
         if self._done:
             return []
         self._done = True
+        self._release_parser()
         if not self._in_head and self._framing is Framing.CLOSE:
             return [END]
         return [

@@ -297,6 +297,8 @@ class Connection(asyncio.Protocol):
     def _tls_read_all(self) -> None:
         tls = self._tls
         assert tls is not None
+        incoming = self._incoming
+        assert incoming is not None
         chunks = []
         while True:
             try:
@@ -316,6 +318,10 @@ class Connection(asyncio.Protocol):
                 self._eof = True
                 break
             chunks.append(chunk)
+            if not incoming.pending and not tls.pending():
+                # All ciphertext consumed: another read would only raise WantRead
+                # (an exception per delivery, ~1 us).
+                break
         self._flush_tls()  # key updates, session tickets, renegotiation answers
         if chunks:
             self._deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks))
