@@ -25,11 +25,9 @@ def _framing_fields(framing: Framing, length: int) -> Headers:
 
 
 def _join(start: bytes, headers: Headers) -> bytes:
-    parts = [start]
-    for name, value in headers:
-        parts.append(b"%s: %s\r\n" % (name, value))
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    if not headers:
+        return start + b"\r\n"
+    return start + b"\r\n".join([b": ".join(field) for field in headers]) + b"\r\n\r\n"
 
 
 def upstream_request_head(
