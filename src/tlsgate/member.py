@@ -175,7 +175,7 @@ async def _start_admin(opts: ServeOptions, home: Home, runtime: Runtime) -> Admi
         log.warning("%s; running without the admin console", exc.message)
         return None
     await admin.start()
-    runtime.listeners.append(admin.address)
+    runtime.add_listener(admin.address)
     return admin
 
 

@@ -17,6 +17,7 @@ import contextlib
 import ssl
 
 HIGH_WATER = 256 * 1024
+_NEVER = float("inf")
 TLS_READ = 256 * 1024
 
 
@@ -24,6 +25,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "_buf",
         "_buf_size",
+        "_deadline",
         "_drain_waiter",
         "_eof",
         "_handshake_waiter",
@@ -53,6 +55,7 @@ class Connection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._read_waiter: asyncio.Future[None] | None = None
+        self._deadline: float | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._tls: ssl.SSLObject | None = None
         self._incoming: ssl.MemoryBIO | None = None
@@ -96,6 +99,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        _Deadlines.forget(self)
         self._eof = True
         if exc is not None and self.error is None:
             self.error = exc
@@ -151,20 +155,22 @@ class Connection(asyncio.Protocol):
 
         ``timeout``: raise TimeoutError when nothing arrives for that long.  Deadlines are
         checked by one coarse sweeper (every 0.25 s) instead of a timer per read: the
-        keep-alive path reads twice per request and a timer each time cost ~10 us.
+        keep-alive path reads twice per request and a timer each time cost ~10 us.  The
+        deadline is a slot of the connection, so a read adds nothing to any collection.
         """
         while not self._buf:
             if self._eof:
                 return b""
             waiter = self._read_waiter = self._loop.create_future()
             if timeout is None:
+                if self._deadline is not None:
+                    self._deadline = _NEVER  # a stale deadline must not fail this read
                 await waiter
                 continue
-            _Deadlines.watch(self, self._loop.time() + timeout)
-            try:
-                await waiter
-            finally:
-                _Deadlines.unwatch(self)
+            if self._deadline is None:
+                _Deadlines.watch(self)
+            self._deadline = self._loop.time() + timeout
+            await waiter
         data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
         self._buf.clear()
         self._buf_size = 0
@@ -394,31 +400,47 @@ class Connection(asyncio.Protocol):
 
 
 class _Deadlines:
-    """Read deadlines of waiting connections, checked by one task per event loop."""
+    """Read deadlines, checked by one task per event loop every ``INTERVAL`` seconds.
 
-    waiting: dict[Connection, float] = {}
+    A connection joins ``watched`` at its first timed read and leaves when it is lost;
+    a read only stores its deadline in the connection.  The sweeper fails a read whose
+    deadline has passed (a read that finished leaves a stale deadline, ignored because
+    no read is waiting).
+    """
+
+    watched: set[Connection] = set()
     sweeper: asyncio.Task[None] | None = None
     INTERVAL = 0.25
 
     @classmethod
-    def watch(cls, conn: Connection, deadline: float) -> None:
-        cls.waiting[conn] = deadline
+    def watch(cls, conn: Connection) -> None:
         sweeper = cls.sweeper
         if sweeper is None or sweeper.done() or sweeper.get_loop() is not conn._loop:
+            # A new event loop (tests run many): connections of a closed one go.
+            cls.watched = {c for c in cls.watched if c._loop is conn._loop}
             cls.sweeper = conn._loop.create_task(cls._sweep(conn._loop), name="tlsgate-deadlines")
+        cls.watched.add(conn)
 
     @classmethod
-    def unwatch(cls, conn: Connection) -> None:
-        cls.waiting.pop(conn, None)
+    def forget(cls, conn: Connection) -> None:
+        cls.watched.discard(conn)
 
     @classmethod
     async def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
-        while cls.waiting:
+        while cls.watched:
             await asyncio.sleep(cls.INTERVAL)
             now = loop.time()
-            for conn, deadline in list(cls.waiting.items()):
+            for conn in list(cls.watched):
+                if conn._loop is not loop:
+                    continue
                 waiter = conn._read_waiter
-                if deadline <= now and waiter is not None and not waiter.done():
+                deadline = conn._deadline
+                if (
+                    deadline is not None
+                    and deadline <= now
+                    and waiter is not None
+                    and not waiter.done()
+                ):
                     waiter.set_exception(TimeoutError())
 
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from tlsgate.config.model import TlsgateConfig, UpstreamSettings
 from tlsgate.log.record import LogRecord
-from tlsgate.policy.access import AccessPolicy, local_host_names
+from tlsgate.policy.access import AccessPolicy, is_self, local_host_names
 from tlsgate.policy.auth import ProxyAuthenticator
 from tlsgate.policy.inspection import LearnedEntry
 from tlsgate.proxy.upstream import UpstreamPool
@@ -120,8 +120,10 @@ class Runtime:
         self.policy = AccessPolicy.compile(config)
         self.auth = ProxyAuthenticator.compile(config)
         self.listeners: list[tuple[str, int]] = []
-        """The proxy's own bound addresses (proxy and admin): never reachable through it."""
+        """The proxy's own bound addresses (proxy and admin): never reachable through it.
+        Add with :meth:`add_listener`."""
         self.local_names = local_host_names()
+        self._self_cache: dict[tuple[str, int], bool] = {}
         self.upstream_tls = UpstreamTLS(*self._upstream_trust(config))
         self.pool = UpstreamPool(
             idle_timeout=config.timeouts.upstream_idle_pooled,
@@ -151,6 +153,23 @@ class Runtime:
         self.pool.total = config.limits.pooled_total
         self.revision = revision
         self.known_inspectable.clear()  # exceptions may have changed
+
+    def add_listener(self, address: tuple[str, int]) -> None:
+        self.listeners.append(address)
+        self._self_cache.clear()
+
+    def is_self(self, host: str, port: int) -> bool:
+        """:func:`~tlsgate.policy.access.is_self` for this member's listeners, cached
+        (asked once per request; an inspected tunnel asks the same each time)."""
+        key = (host, port)
+        hit = self._self_cache.get(key)
+        if hit is None:
+            if len(self._self_cache) >= 10_000:
+                self._self_cache.clear()
+            hit = self._self_cache[key] = is_self(
+                host, port, self.listeners, local_names=self.local_names
+            )
+        return hit
 
     @property
     def inspection_enabled(self) -> bool:

@@ -79,7 +79,7 @@ async def start_listener(
         ) from None
     for sock in server.sockets:
         addr = sock.getsockname()
-        runtime.listeners.append((str(addr[0]), int(addr[1])))
+        runtime.add_listener((str(addr[0]), int(addr[1])))
     return server
 
 

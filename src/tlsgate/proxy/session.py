@@ -33,7 +33,7 @@ from tlsgate.http1.reader import RequestReader, ResponseReader
 from tlsgate.http1.target import Authority
 from tlsgate.log.record import OBJECT_SOURCE_INTERNET, LogRecord
 from tlsgate.policy import inspection
-from tlsgate.policy.access import ANONYMOUS, SELF_REASON, AccessFacts, is_self
+from tlsgate.policy.access import ANONYMOUS, SELF_REASON, AccessFacts
 from tlsgate.policy.auth import parse_proxy_authorization
 from tlsgate.proxy.connection import Connection
 from tlsgate.proxy.runtime import Runtime
@@ -328,7 +328,7 @@ class Session:
                 return await self._deny(head, rec, res.status, res.reason, "", extra)
         rec.user = self.user or ANONYMOUS
         rec.authenticated = self.authenticated
-        if is_self(authority.host, authority.port, rt.listeners, local_names=rt.local_names):
+        if rt.is_self(authority.host, authority.port):
             rec.rule = "Proxy self-protection"
             return await self._deny(head, rec, 12202, SELF_REASON, "")
         decision = rt.policy.decide(
