@@ -189,7 +189,15 @@ class LogWriter:
                 if await self._write_batch():
                     backoff = self.backoff_initial
                     self._progress.set()
-                    continue  # drain the buffer before sleeping
+                    if len(self._buffer) >= self.batch_size or self._stopping:
+                        continue  # a full batch waits (or shutdown): write it now
+                    # Else sleep: going round at once wrote the few records that came in
+                    # during the write, a thread hop for each handful (measured: +7-10 us
+                    # of CPU per request on keep-alive, against +0 for a sink that only
+                    # keeps the records).
+                    self._report_drops_if_due()
+                    await self._sleep(self.flush_interval)
+                    continue
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max)
                 continue
