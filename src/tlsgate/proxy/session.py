@@ -385,11 +385,8 @@ class Session:
                 return
 
     # -- forwarding ---------------------------------------------------------------------------
-    async def _upstream(self, key: UpstreamKey, authority: Authority) -> tuple[Connection, bool]:
-        """A pooled connection (reused=True) or a new one, verified when TLS."""
-        pooled = self.rt.pool.get(key)
-        if pooled is not None:
-            return pooled, True
+    async def _upstream(self, key: UpstreamKey, authority: Authority) -> Connection:
+        """A new connection, verified when TLS (the caller tried the pool first)."""
         t = self.rt.config.timeouts
         up = await connect(authority, t.connect)
         if key.scheme == "https":
@@ -404,7 +401,7 @@ class Session:
                 if self.rt.config.inspection.on_client_certificate == "tunnel":
                     self.rt.learn(authority.host, authority.port, inspection.CLIENT_CERT_REASON)
                 raise UpstreamError(12229, f"{authority} requested a client certificate")
-        return up, False
+        return up
 
     async def _upstream_tls(self, up: Connection, server_hostname: str) -> None:
         """TLS handshake with the server (detection hook on), then drop the hook."""
@@ -442,12 +439,15 @@ class Session:
         if head.framing is Framing.NONE:
             # The end of a bodyless request follows its head; consume it once, here, so
             # a retry on a fresh connection does not wait for it again.
-            ev = await self._next(self.rt.config.timeouts.body_idle)
+            events = self.events
+            ev = events.popleft() if events else await self._next(self.rt.config.timeouts.body_idle)
             if not isinstance(ev, MessageEnd):
                 raise _ClientGone
         for attempt in range(attempts):
             try:
-                up, reused = await self._upstream(key, authority)
+                pooled = self.rt.pool.get(key)
+                reused = pooled is not None
+                up = pooled if pooled is not None else await self._upstream(key, authority)
             except UpstreamError as exc:
                 if exc.status == 12229:
                     rec.inspection = "deny"
@@ -599,7 +599,8 @@ class Session:
                     data_out = out[0] if len(out) == 1 else b"".join(out)
                     out.clear()
                     self._send(data_out)
-                    await self._flush()
+                    if self.conn.writing_paused:
+                        await self._flush()
             if body_task is not None:
                 if not body_task.done():
                     # The server answered before reading the whole body: the client's

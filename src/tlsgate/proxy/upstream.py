@@ -11,15 +11,18 @@ import asyncio
 import errno
 import socket
 import ssl
-from dataclasses import dataclass
+import time
+from typing import NamedTuple
 
 from tlsgate.errors import UpstreamError
 from tlsgate.http1.target import Authority
 from tlsgate.proxy.connection import Connection, open_connection
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamKey:
+class UpstreamKey(NamedTuple):
+    """A pool key.  A tuple: hashed in C twice per pooled request (a frozen dataclass's
+    generated ``__hash__`` is a Python call)."""
+
     scheme: str
     host: str
     port: int
@@ -93,16 +96,15 @@ class UpstreamPool:
         elif len(stack) >= self.per_key:
             conn.close()
             return
-        loop = asyncio.get_running_loop()
-        stack.append((conn, loop.time()))
+        stack.append((conn, time.monotonic()))
         self._count += 1
         if self._sweeper is None:
-            self._sweeper = loop.call_later(self.SWEEP, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self.SWEEP, self._sweep)
 
     def _sweep(self) -> None:
         self._sweeper = None
         loop = asyncio.get_running_loop()
-        cutoff = loop.time() - self.idle_timeout
+        cutoff = time.monotonic() - self.idle_timeout
         for key in list(self._idle):
             stack = self._idle[key]
             keep = [(c, t) for c, t in stack if t > cutoff and not c.closed]
