@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.database import SqliteLogSink
 from tlsgate.log.record import LogRecord
+from tlsgate.log.writer import LogWriter
 
 
 def records(n: int, tag: str) -> list[LogRecord]:
@@ -44,6 +46,29 @@ def test_daemon_restarts_after_it_died(tmp_path):
     db = SqliteLogSink(tmp_path / "log.db")
     urls = {r.url.split("/")[3] for _, r in db.select("1=1", (), newest_first=False, limit=None)}
     assert urls == {"first", "second", "third"}
+    db.close()
+
+
+def test_a_writer_keeps_every_record(tmp_path):
+    """Through LogWriter (the member's path): 12,345 records in full and partial
+    batches, each stored exactly once, nothing dropped."""
+
+    async def main() -> None:
+        sink = LogDaemonSink(tmp_path / "log.db")
+        writer = LogWriter([sink], batch_size=2_000, flush_interval=0.05)
+        writer.start()
+        for i in range(12_345):
+            writer.submit(LogRecord(url=f"http://a/w/{i}"))
+            if i % 1000 == 0:
+                await asyncio.sleep(0.01)  # partial batches go out on the interval
+        await writer.stop()
+        assert writer.written == 12_345 and writer.dropped == 0
+
+    asyncio.run(main())
+    db = SqliteLogSink(tmp_path / "log.db")
+    assert db.count() == 12_345
+    urls = {r.url for _, r in db.select("1=1", (), newest_first=False, limit=None)}
+    assert len(urls) == 12_345
     db.close()
 
 
