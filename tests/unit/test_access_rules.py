@@ -121,6 +121,26 @@ def test_allowed_decision_skips_the_trace_unless_asked() -> None:
     ]
 
 
+def test_remembered_decisions_still_follow_the_path_and_the_other_facts() -> None:
+    """Allowed decisions are remembered where the path cannot matter; a URL rule's host
+    is decided per request, and any other fact changes the answer."""
+    p = policy(
+        rule("Docs only", destinations=["Docs"]), rule("Local", destinations=["a.test"]), **SETS
+    )
+    for _ in range(2):  # the second round is answered from memory where it can be
+        assert p.decide(get("10.0.0.1", "https://docs.example/manual/a")).allowed
+        assert not p.decide(get("10.0.0.1", "https://docs.example/other")).allowed
+        assert p.decide(get("10.0.0.1", "http://a.test/x")).rule == "Local"
+        assert p.decide(get("10.0.0.1", "http://a.test/y")).rule == "Local"
+        denied = p.decide(get("10.0.0.1", "http://b.test/"))
+        assert not denied.allowed and denied.trace  # denials are never remembered
+    q = policy(rule("GET only", methods=["GET"], sources=["10.0.0.0/8"]))
+    assert q.decide(get("10.0.0.1", "http://a.test/")).allowed
+    assert not q.decide(get("10.0.0.1", "http://a.test/", method="POST")).allowed
+    assert not q.decide(get("11.0.0.1", "http://a.test/")).allowed
+    assert q.decide(get("10.0.0.1", "http://a.test/", method="GET")).allowed
+
+
 # -- ordering, disabled rules, default deny ----------------------------------------------------
 
 

@@ -217,6 +217,7 @@ class AccessPolicy:
         self._enabled = tuple(r for r in rules if r.enabled)
         self._sources: dict[str, tuple[str, int]] = {}
         self._hosts: dict[str, _Host] = {}
+        self._allowed: dict[tuple[object, ...], AccessDecision] = {}
 
     @classmethod
     def compile(cls, config: TlsgateConfig) -> AccessPolicy:
@@ -295,9 +296,32 @@ class AccessPolicy:
         ``trace`` (why each earlier rule did not match) is filled for denials and when
         ``explain`` is true; allowed requests on the hot path skip building it.
         """
+        key = None
+        if not explain and not self._host(facts.host).urls:
+            # No URL pattern can match this host, so the path cannot change the
+            # decision: an allowed one is remembered for the other facts (a keep-alive
+            # client asks the same for every request; ~3 us each time).
+            f = facts
+            key = (
+                f.source_ip,
+                f.user,
+                f.authenticated,
+                f.method,
+                f.scheme,
+                f.host,
+                f.port,
+                f.is_connect,
+            )
+            hit = self._allowed.get(key)
+            if hit is not None:
+                return hit
         decision = self._evaluate(facts, None)
         if explain or not decision.allowed:
-            decision = self._evaluate(facts, [])
+            return self._evaluate(facts, [])
+        if key is not None:
+            if len(self._allowed) >= _CACHE_LIMIT:
+                self._allowed.clear()
+            self._allowed[key] = decision
         return decision
 
     def _evaluate(self, f: AccessFacts, trace: list[str] | None) -> AccessDecision:
@@ -342,9 +366,8 @@ class AccessPolicy:
                 # Everything else may match: remember it, so if no later rule allows this
                 # port the client learns the port is the problem (12204, as Squid's
                 # SSL_ports), and a later rule for this port can still allow it.
-                if (
-                    port_miss is None
-                    and (r.users is None or (f.authenticated and r.user_matches(f.user)))
+                if port_miss is None and (
+                    r.users is None or (f.authenticated and r.user_matches(f.user))
                 ):
                     port_miss = r
                 if trace is not None:
