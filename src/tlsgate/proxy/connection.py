@@ -200,16 +200,19 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self._tls is not None:
-            view = memoryview(data)
+        tls = self._tls
+        if tls is not None:
+            view: bytes | memoryview = data  # a memoryview only if OpenSSL takes less
             while view:
                 try:
-                    n = self._tls.write(view)
+                    n = tls.write(view)
                 except ssl.SSLError as exc:
                     self.error = exc
                     transport.abort()
                     return
-                view = view[n:]
+                if n == len(view):
+                    break
+                view = memoryview(view)[n:]
             data = self._outgoing.read() if self._outgoing is not None else b""
         self.bytes_out += len(data)
         transport.write(data)
