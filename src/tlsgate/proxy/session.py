@@ -115,10 +115,9 @@ class Session:
         its first byte arrived, the whole head must follow within ``client_header``
         (an absolute deadline, so a client dripping a byte at a time cannot hold on)."""
         t = self.rt.config.timeouts
-        loop = asyncio.get_running_loop()
         deadline: float | None = None
         while not self.events:
-            timeout = t.client_idle if deadline is None else max(0.0, deadline - loop.time())
+            timeout = t.client_idle if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 data = await self.conn.read(timeout)
             except TimeoutError:
@@ -130,7 +129,7 @@ class Session:
             if not data:
                 return None
             if deadline is None:
-                deadline = loop.time() + t.client_header
+                deadline = time.monotonic() + t.client_header
             self.events.extend(self.reader.feed(data))
         return self.events.popleft()
 
