@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -232,3 +233,57 @@ def test_slow_drip_head_gets_408(tmp_path):
                 break
         assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
         assert time.monotonic() - started < 5
+
+
+def test_a_second_answer_from_the_server_is_never_relayed(tmp_path):
+    """A server that answers every request twice in one write (a desync attempt): the
+    client gets only the first answer, and the next request goes out on a fresh server
+    connection instead of reading the leftover answer."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    connections = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            connections.append(conn)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ninjected"
+            )
+
+    threading.Thread(target=serve, daemon=True).start()
+    home = tmp_path / "home"
+    home.mkdir()
+    try:
+        with TlsgateProcess(home) as p, socket.create_connection(("127.0.0.1", p.port)) as c:
+            c.settimeout(5)
+            got = b""
+            for path in ("/a", "/b"):
+                c.sendall(
+                    b"GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: x\r\n\r\n" % (port, path.encode())
+                )
+                while got.count(b"first") < (1 if path == "/a" else 2):
+                    chunk = c.recv(65536)
+                    assert chunk, got
+                    got += chunk
+            c.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                got += c.recv(65536)
+        assert got.count(b"HTTP/1.1 200") == 2 and b"injected" not in got, got
+        assert len(connections) == 2  # the answered-twice connection was not reused
+    finally:
+        server.close()
+        for conn in connections:
+            conn.close()

@@ -249,7 +249,37 @@ def test_response_to_head_has_no_body_even_with_content_length():
     )
     assert [type(e) for e in events] == [ResponseHead, MessageEnd]
     assert events[0].framing is Framing.NONE
-    assert rr.done and rr.leftover == b"HTTP/1.1 200 OK\r\n"
+    assert rr.done and rr.extra
+
+
+def test_bytes_after_a_response_never_become_a_second_response():
+    """A hostile or broken server answers twice: the second answer is not parsed, not
+    passed on, and the connection is marked so it is not reused."""
+    for raw in (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nxy",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nHTTP/1.1 404 X\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcGARBAGE",
+    ):
+        rr, events = response_events(raw)
+        assert sum(isinstance(e, ResponseHead) for e in events) == 1, raw
+        assert isinstance(events[-1], MessageEnd) and rr.done and rr.extra, raw
+        assert not any(isinstance(e, ParseFailed) for e in events), raw
+
+
+def test_a_counted_body_passes_reads_through_and_stops_at_its_length():
+    rr = ResponseReader(LIMITS, b"GET")
+    events = rr.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+    chunk = b"cdefgh"
+    later = rr.feed(chunk)
+    assert later == [BodyData(chunk)] and later[0].data is chunk  # no copy
+    events += later + rr.feed(b"ijHTTP/1.1 200 OK\r\n")
+    assert summarize(events)[1:] == [("body", b"abcdefghij"), ("end",)]
+    assert rr.done and rr.extra
+    exact = ResponseReader(LIMITS, b"GET")
+    exact.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+    assert exact.feed(b"wxyz") == [BodyData(b"wxyz"), MessageEnd()]
+    assert exact.done and not exact.extra and exact.feed(b"") == []
 
 
 def test_head_response_after_interim():
@@ -258,7 +288,7 @@ def test_head_response_after_interim():
         b"HEAD",
     )
     statuses = [e.status for e in events if isinstance(e, ResponseHead)]
-    assert statuses == [103, 200] and rr.done and rr.leftover == b""
+    assert statuses == [103, 200] and rr.done and not rr.extra
 
 
 def test_interim_then_final():

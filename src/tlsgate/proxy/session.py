@@ -609,7 +609,7 @@ class Session:
                     up.abort()
                     return False
                 await body_task
-            if final is not None and final.keep_alive and not rr.leftover and not up.at_eof:
+            if final is not None and final.keep_alive and not rr.extra and not up.at_eof:
                 self.rt.pool.put(key, up)
             else:
                 up.close()
