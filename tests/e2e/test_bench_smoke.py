@@ -109,3 +109,16 @@ def test_new_connection_client_checks_responses(nginx: NginxServer, pki: TestPKI
     bad = run_newconn((block.host, block.port), "/status/404", cacert=pki.ca_cert,
                       expect_size=1024, parallel=2, duration=0.3)  # fmt: skip
     assert bad.ok == 0 and bad.failed > 0
+
+
+@pytest.mark.parametrize("extra", [[], ["--plain", "--log", "daemon"]])
+def test_cpu_per_request_tool_runs_and_checks_responses(
+    extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.cpu_per_request import main
+
+    assert main(["--requests", "200", "--rounds", "2", *extra]) == 0
+    out = capsys.readouterr().out
+    rounds = [line for line in out.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 2 and all(line.endswith(", 0 failed") for line in rounds), out
+    assert "best: " in out
