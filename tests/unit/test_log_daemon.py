@@ -118,3 +118,23 @@ def test_wire_rows_are_the_rows_the_sink_makes(tmp_path):
     wire = marshal.loads(marshal.dumps(to_wire([values_of(r) for r in recs])))
     assert rows_from_wire(wire) == [db._row(r) for r in recs]
     db.close()
+
+
+def test_batches_of_any_size_are_stored_in_order(tmp_path):
+    """Rows go in 100 to an INSERT, the rest one by one: every size keeps every row,
+    in order; the rows per statement respect SQLite's parameter limit."""
+    from tlsgate.log.database import _INSERT_COLUMNS, rows_per_insert
+
+    assert rows_per_insert(32_766) == 100
+    assert rows_per_insert(999) == 999 // len(_INSERT_COLUMNS) == 27  # SQLite before 3.32
+    assert rows_per_insert(10) == 1
+    db = SqliteLogSink(tmp_path / "log.db")
+    sizes = [1, 99, 100, 101, 250, 1000]
+    for size in sizes:
+        db.write(records(size, f"s{size}"))
+    rows = db.select("1=1", (), newest_first=False, limit=None)
+    urls = [r.url for _, r in rows]
+    assert urls == [f"http://a/s{n}/{i}" for n in sizes for i in range(n)]
+    ids = [i for i, _ in rows]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    db.close()
