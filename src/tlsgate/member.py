@@ -26,7 +26,7 @@ from tlsgate.config.model import TlsgateConfig, UpstreamSettings
 from tlsgate.errors import ConfigError, StoreError
 from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.record import LogRecord
-from tlsgate.log.sinks import LOG_DB_NAME, LogSink, W3CFileSink, is_postgres_url, open_log_sink
+from tlsgate.log.sinks import LOG_DB_NAME, AnyLogSink, W3CFileSink, is_postgres_url, open_log_sink
 from tlsgate.log.writer import LogWriter, Retention
 from tlsgate.proxy.runtime import Runtime
 from tlsgate.proxy.server import Listen, serve_until_stopped
@@ -109,14 +109,14 @@ class _LearnedToStore:
 
 def _log_writer(config: TlsgateConfig, home: Home, store_url: str | None) -> LogWriter:
     settings = config.log
-    main: LogSink = (
+    main: AnyLogSink = (
         open_log_sink(store_url, home)
         if is_postgres_url(store_url)
         else LogDaemonSink(home.root / LOG_DB_NAME)
     )
     if isinstance(main, LogDaemonSink):
         main.start()
-    sinks: list[LogSink] = [main]
+    sinks: list[AnyLogSink] = [main]
     if settings.w3c_directory is not None:
         sinks.append(W3CFileSink(settings.w3c_directory))
     writer = LogWriter(

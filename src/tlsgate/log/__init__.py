@@ -16,12 +16,14 @@ from tlsgate.log.record import (
     new_request_id,
     object_source_text,
 )
-from tlsgate.log.sinks import LogSink, W3CFileSink, open_log_sink
+from tlsgate.log.sinks import AnyLogSink, AsyncLogSink, LogSink, W3CFileSink, open_log_sink
 from tlsgate.log.writer import LogWriter, Retention
 
 __all__ = [
     "LOG_TYPE_FORWARD",
     "OBJECT_SOURCES",
+    "AnyLogSink",
+    "AsyncLogSink",
     "LogDatabase",
     "LogQuery",
     "LogRecord",

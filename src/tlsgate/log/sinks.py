@@ -1,9 +1,9 @@
 """Where records go: the sink protocol, the W3C file sink, and choosing the log store.
 
 A sink takes batches of records from :class:`~tlsgate.log.writer.LogWriter` in a
-worker thread.  It raises :class:`~tlsgate.errors.StoreError` when it cannot write;
-the writer keeps the batch and retries.  The SQL sinks live in
-:mod:`tlsgate.log.database`.
+worker thread (or, for an :class:`AsyncLogSink`, on the event loop).  It raises
+:class:`~tlsgate.errors.StoreError` when it cannot write; the writer keeps the batch
+and retries.  The SQL sinks live in :mod:`tlsgate.log.database`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,26 @@ class LogSink(Protocol):
         """Apply retention; return how many records (or files) were deleted."""
 
     def close(self) -> None: ...
+
+
+class AsyncLogSink(Protocol):
+    """A sink whose ``write`` and ``close`` are coroutines, run on the event loop (the
+    log daemon's pipe): no worker thread, so no GIL hand-over per batch.  ``prune``
+    still runs in a worker thread."""
+
+    name: str
+
+    async def write(self, records: Sequence[LogRecord]) -> None:
+        """As :meth:`LogSink.write`; must not block the loop for long."""
+
+    def prune(
+        self, *, max_age: timedelta | None, max_rows: int | None, now: datetime | None = None
+    ) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+AnyLogSink = LogSink | AsyncLogSink
 
 
 class W3CFileSink:

@@ -3,7 +3,8 @@
 The proxy calls :meth:`LogWriter.submit` once per request: an append to a bounded
 deque, O(1), never blocking and never raising.  A background task flushes the buffer
 at least every ``flush_interval`` seconds (1 s by default), or as soon as a batch is
-full, writing each batch to every sink in a worker thread.
+full, writing each batch to every sink in a worker thread (an ``AsyncLogSink``, the
+log daemon's pipe, on the loop itself).
 
 Durability: :meth:`LogWriter.stop` writes everything still buffered before it returns
 (graceful shutdown loses nothing while a sink works); a crash loses what was buffered,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections import deque
@@ -28,10 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
+from typing import Any
 
 from tlsgate.errors import StoreError
 from tlsgate.log.record import LogRecord
-from tlsgate.log.sinks import LogSink
+from tlsgate.log.sinks import AnyLogSink
 
 logger = logging.getLogger("tlsgate.log")
 
@@ -54,7 +57,7 @@ class LogWriter:
 
     def __init__(
         self,
-        sinks: Sequence[LogSink],
+        sinks: Sequence[AnyLogSink],
         *,
         max_buffer: int = 100_000,
         batch_size: int = 2_000,
@@ -67,6 +70,8 @@ class LogWriter:
         if not sinks:
             raise ValueError("LogWriter needs at least one sink")
         self.sinks = list(sinks)
+        self._on_loop = [inspect.iscoroutinefunction(s.write) for s in self.sinks]
+        """Per sink: an AsyncLogSink (awaited on the loop) rather than run in a thread."""
         self.max_buffer = max_buffer
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -143,9 +148,9 @@ class LogWriter:
                 timeout,
             )
         self._report_drops()
-        for sink in self.sinks:
+        for i, sink in enumerate(self.sinks):
             try:
-                await asyncio.to_thread(sink.close)
+                await self._call(i, "close")
             except StoreError as exc:
                 logger.warning("web proxy log: closing %s: %s", sink.name, exc.one_line())
 
@@ -221,7 +226,7 @@ class LogWriter:
             if i in self._done:
                 continue
             try:
-                await asyncio.to_thread(sink.write, self._batch)
+                await self._call(i, "write", self._batch)
             except StoreError as exc:
                 self._warn_sink(sink, exc.one_line())
                 return False
@@ -234,6 +239,15 @@ class LogWriter:
         self._done.clear()
         return True
 
+    async def _call(self, i: int, method: str, *args: Any) -> None:
+        """``sinks[i].method(*args)``: awaited on the loop for an AsyncLogSink, else in a
+        worker thread."""
+        fn = getattr(self.sinks[i], method)
+        if self._on_loop[i]:
+            await fn(*args)
+        else:
+            await asyncio.to_thread(fn, *args)
+
     async def _prune(self) -> None:
         assert self.retention is not None
         for sink in self.sinks:
@@ -245,7 +259,7 @@ class LogWriter:
                 self._warn_sink(sink, exc.one_line())
 
     # -- warnings --------------------------------------------------------------------------
-    def _warn_sink(self, sink: LogSink, message: str) -> None:
+    def _warn_sink(self, sink: AnyLogSink, message: str) -> None:
         now = time.monotonic()
         if now - self._last_sink_warning >= self.warn_interval:
             self._last_sink_warning = now
