@@ -191,21 +191,17 @@ class LogWriter:
                 self._batch = [popleft() for _ in range(n)]
                 self._done.clear()
             if self._batch:
-                if await self._write_batch():
-                    backoff = self.backoff_initial
-                    self._progress.set()
-                    if len(self._buffer) >= self.batch_size or self._stopping:
-                        continue  # a full batch waits (or shutdown): write it now
-                    # Else sleep: going round at once wrote the few records that came in
-                    # during the write, a thread hop for each handful (measured: +7-10 us
-                    # of CPU per request on keep-alive, against +0 for a sink that only
-                    # keeps the records).
-                    self._report_drops_if_due()
-                    await self._sleep(self.flush_interval)
+                if not await self._write_batch():
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max)
                     continue
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.backoff_max)
-                continue
+                backoff = self.backoff_initial
+                if len(self._buffer) >= self.batch_size or self._stopping:
+                    self._progress.set()
+                    continue  # a full batch waits (or shutdown): write it now
+                # Else sleep like an idle writer: going round at once wrote the few
+                # records that came in during the write, a sink call for each handful
+                # (measured: +7-10 us of CPU per request on keep-alive).
             self._progress.set()
             self._report_drops_if_due()
             if self._stopping:
