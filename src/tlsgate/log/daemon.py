@@ -122,7 +122,7 @@ class LogDaemonSink:
         if transport is not None and not transport.is_closing():
             transport.abort()
         self._transport = self._pipe = None
-        if proc is None or proc.poll() is not None:
+        if proc is None or not alive:
             proc = self._proc = await asyncio.to_thread(self._start)
         assert proc.stdin is not None
         loop = asyncio.get_running_loop()
