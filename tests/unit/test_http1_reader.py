@@ -16,6 +16,7 @@ from tlsgate.http1.events import (
     ResponseHead,
     TunnelData,
 )
+from tlsgate.http1.headers import Fields
 from tlsgate.http1.reader import RequestReader, ResponseReader
 
 LIMITS = Limits()
@@ -411,3 +412,28 @@ def test_trailer_flood_is_refused():
         + b"\r\n"
     )
     assert failure(raw, limits=limits) == 400
+
+
+def test_fields_lookups_with_and_without_repeated_names():
+    single = Fields([(b"Host", b"a"), (b"Content-Type", b"text/html")])
+    assert single.get(b"content-type") == b"text/html"
+    assert single.get_all(b"host") == [b"a"]
+    assert single.get(b"missing") is None and single.get_all(b"missing") == []
+    assert single.lower == [b"host", b"content-type"]
+    repeated = Fields([(b"Set-Cookie", b"a=1"), (b"Server", b"x"), (b"set-cookie", b"b=2")])
+    assert repeated.get(b"set-cookie") == b"a=1"  # the first value, as before
+    assert repeated.get_all(b"set-cookie") == [b"a=1", b"b=2"]
+    assert repeated.get_all(b"server") == [b"x"]
+    end = repeated.end_to_end()
+    assert end == [(b"Set-Cookie", b"a=1"), (b"Server", b"x"), (b"set-cookie", b"b=2")]
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from([b"A", b"a", b"B", b"Via", b"vIA"]), st.binary(max_size=3)))
+)
+def test_fields_index_matches_a_scan(items):
+    fields = Fields(items)
+    for name in {n.lower() for n, _ in items} | {b"none"}:
+        values = [v for n, v in items if n.lower() == name]
+        assert fields.get_all(name) == values
+        assert fields.get(name) == (values[0] if values else None)
