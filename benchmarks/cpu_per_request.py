@@ -21,6 +21,8 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.peers.nginx import NginxServer
@@ -42,10 +44,63 @@ class _NoLog:
         pass
 
 
-async def _measure(args: argparse.Namespace, work: Path, nginx: NginxServer, pki: TestPKI) -> None:
+@contextmanager
+def peers(work: Path) -> Iterator[tuple[TestPKI, NginxServer]]:
+    """The test PKI and an nginx with a TLS and a plain block serving ``/1k.bin``."""
+    pki = TestPKI(work / "pki")
+    nginx = NginxServer(work / "nginx", client_ca=pki.ca_cert)
+    nginx.add_server("tls", tls=pki.preset("valid"), protocols=("TLSv1.2", "TLSv1.3"))
+    nginx.add_server("plain")
+    nginx.start()
+    try:
+        yield pki, nginx
+    finally:
+        nginx.stop()
+
+
+def url_file(work: Path, url: str, requests: int) -> Path:
+    """A curl config asking for ``url`` ``requests`` times."""
+    urls = work / "urls.cfg"
+    urls.write_text(f'url = "{url}"\noutput = "/dev/null"\n' * requests)
+    return urls
+
+
+async def curl_round(proxy_port: int, ca_cert: Path, urls: Path) -> int:
+    """One ``curl --parallel-max 8`` pass through the proxy; the failed responses."""
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-s", "--parallel", "--parallel-max", "8",
+        "-x", f"http://127.0.0.1:{proxy_port}", "--cacert", str(ca_cert),
+        "-w", "%{http_code} %{size_download}\n", "-K", str(urls),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    return sum(1 for line in out.decode().splitlines() if line != "200 1024")
+
+
+async def cpu_rounds(
+    proxy_port: int, ca_cert: Path, urls: Path, requests: int, rounds: int
+) -> tuple[float, int]:
+    """A warm-up pass (handshakes, pool, caches), then ``rounds`` measured ones, each
+    printed; the least CPU time of this process per request (us) and all failures."""
+    failed = await curl_round(proxy_port, ca_cert, urls)
+    best = float("inf")
+    for n in range(1, rounds + 1):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        bad = await curl_round(proxy_port, ca_cert, urls)
+        cpu = (time.process_time() - cpu0) / requests * 1e6
+        rate = requests / (time.perf_counter() - wall0)
+        best, failed = min(best, cpu), failed + bad
+        print(f"round {n}: {cpu:.1f} us of CPU per request, {rate:,.0f} req/s, {bad} failed")
+    return best, failed
+
+
+async def start_tlsgate(
+    work: Path, nginx: NginxServer, pki: TestPKI, *, plain: bool, log: str
+) -> tuple[asyncio.Server, Path, LogWriter | None]:
+    """tlsgate's proxy in this process, allowed to reach ``nginx``: its listener, its
+    CA certificate and its log writer (``log="daemon"``) or None (no log)."""
     home = Home(work / "home").ensure()
-    block = "plain" if args.plain else "tls"
-    port = nginx.port(block)
+    port = nginx.port("plain" if plain else "tls")
     config = parse_config(
         {
             "rules": [
@@ -62,7 +117,7 @@ async def _measure(args: argparse.Namespace, work: Path, nginx: NginxServer, pki
     )
     writer: LogWriter | None = None
     sink: RecordSink = _NoLog()
-    if args.log == "daemon":
+    if log == "daemon":
         daemon = LogDaemonSink(home.root / "log.db")
         daemon.start()
         writer = LogWriter([daemon])
@@ -76,32 +131,16 @@ async def _measure(args: argparse.Namespace, work: Path, nginx: NginxServer, pki
         upstream_ca_override=UpstreamSettings(ca_file=pki.ca_cert),
     )
     server = await start_listener(runtime, Listen("127.0.0.1", 0))
-    proxy_port = server.sockets[0].getsockname()[1]
+    return server, home.ca_cert, writer
+
+
+async def _measure(args: argparse.Namespace, work: Path, nginx: NginxServer, pki: TestPKI) -> None:
+    server, ca_cert, writer = await start_tlsgate(work, nginx, pki, plain=args.plain, log=args.log)
     scheme = "http" if args.plain else "https"
-    urls = work / "urls.cfg"
-    urls.write_text(
-        f'url = "{scheme}://localhost:{port}/1k.bin"\noutput = "/dev/null"\n' * args.requests
-    )
-
-    async def one_round() -> int:
-        proc = await asyncio.create_subprocess_exec(
-            "curl", "-s", "--parallel", "--parallel-max", "8",
-            "-x", f"http://127.0.0.1:{proxy_port}", "--cacert", str(home.ca_cert),
-            "-w", "%{http_code} %{size_download}\n", "-K", str(urls),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        out, _ = await proc.communicate()
-        return sum(1 for line in out.decode().splitlines() if line != "200 1024")
-
-    await one_round()  # warm up: handshakes, pool, caches
-    best = float("inf")
-    for n in range(1, args.rounds + 1):
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        failed = await one_round()
-        cpu = (time.process_time() - cpu0) / args.requests * 1e6
-        rate = args.requests / (time.perf_counter() - wall0)
-        best = min(best, cpu)
-        print(f"round {n}: {cpu:.1f} us of CPU per request, {rate:,.0f} req/s, {failed} failed")
+    port = nginx.port("plain" if args.plain else "tls")
+    urls = url_file(work, f"{scheme}://localhost:{port}/1k.bin", args.requests)
+    proxy_port = server.sockets[0].getsockname()[1]
+    best, _ = await cpu_rounds(proxy_port, ca_cert, urls, args.requests, args.rounds)
     print(f"best: {best:.1f} us per request ({scheme}, log {args.log})")
     server.close()
     if writer is not None:
@@ -119,15 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests and --rounds must be at least 1")
     with tempfile.TemporaryDirectory(prefix="tlsgate-cpu-") as tmp:
         work = Path(tmp)
-        pki = TestPKI(work / "pki")
-        nginx = NginxServer(work / "nginx", client_ca=pki.ca_cert)
-        nginx.add_server("tls", tls=pki.preset("valid"), protocols=("TLSv1.2", "TLSv1.3"))
-        nginx.add_server("plain")
-        nginx.start()
-        try:
+        with peers(work) as (pki, nginx):
             asyncio.run(_measure(args, work, nginx, pki))
-        finally:
-            nginx.stop()
     return 0
 
 

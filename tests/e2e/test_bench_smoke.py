@@ -122,3 +122,24 @@ def test_cpu_per_request_tool_runs_and_checks_responses(
     rounds = [line for line in out.splitlines() if line.startswith("round ")]
     assert len(rounds) == 2 and all(line.endswith(", 0 failed") for line in rounds), out
     assert "best: " in out
+
+
+def test_floor_tool_measures_every_stage_and_checks_responses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks.floor import STAGES, main
+
+    assert main(["--requests", "200", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and " us |" in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == list(STAGES), out
+    assert all(row.endswith("| 0 |") for row in rows), out
+
+
+def test_floor_tool_refuses_an_unknown_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.floor import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--stages", "raw,nope"])
+    assert exc.value.code == 2
+    assert "unknown stage nope" in capsys.readouterr().err
