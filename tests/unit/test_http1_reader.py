@@ -16,7 +16,7 @@ from tlsgate.http1.events import (
     ResponseHead,
     TunnelData,
 )
-from tlsgate.http1.headers import Fields
+from tlsgate.http1.headers import FRAMING, HOP_BY_HOP, Fields
 from tlsgate.http1.reader import RequestReader, ResponseReader
 
 LIMITS = Limits()
@@ -437,3 +437,41 @@ def test_fields_index_matches_a_scan(items):
         values = [v for n, v in items if n.lower() == name]
         assert fields.get_all(name) == values
         assert fields.get(name) == (values[0] if values else None)
+
+
+def _end_to_end_by_the_rfc(items, keep=frozenset(), also=frozenset()):
+    """RFC 9110 §7.6.1 done the slow way: the reference for Fields.end_to_end."""
+    listed = {
+        part.strip().lower()
+        for name, value in items
+        if name.lower() == b"connection"
+        for part in value.split(b",")
+        if part.strip()
+    }
+    drop = (HOP_BY_HOP - keep) | FRAMING | also | (listed - keep)
+    return [(n, v) for n, v in items if n.lower() not in drop]
+
+
+_NAMES = [b"Connection", b"connection", b"X-Hop", b"Upgrade", b"Keep-Alive", b"Via", b"Close"]
+_VALUES = [
+    b"keep-alive",
+    b"Keep-Alive",
+    b"close",
+    b"upgrade",
+    b"X-Hop, keep-alive",
+    b"Upgrade, x",
+    b"",
+]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(_VALUES)), max_size=6))
+def test_end_to_end_drops_what_the_rfc_drops(items):
+    fields = Fields(items)
+    upgrade = frozenset({b"upgrade"})
+    assert fields.end_to_end() == _end_to_end_by_the_rfc(items)
+    assert fields.end_to_end(keep=upgrade) == _end_to_end_by_the_rfc(items, keep=upgrade)
+    # the example that needs both branches: an option list naming a field we keep
+    ws = [(b"Connection", b"Upgrade, X-Hop"), (b"Upgrade", b"websocket"), (b"X-Hop", b"1")]
+    assert Fields(ws).end_to_end(keep=upgrade) == [(b"Upgrade", b"websocket")]
+    host = frozenset({b"via"})
+    assert fields.end_to_end(also=host) == _end_to_end_by_the_rfc(items, also=host)

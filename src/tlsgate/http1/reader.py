@@ -212,22 +212,20 @@ class RequestReader(_Reader):
         method: bytes = p.get_method()
         headers = self._headers
         fields = Fields(headers)
-        for name in fields.lower:
-            if name in _DANGEROUS_UNDERSCORE:
-                shown = name.decode("latin-1")
-                raise ProtocolError(400, f"header {shown!r} looks like a framing field")
-        te = fields.get_all(b"transfer-encoding")
-        length_values = fields.get_all(b"content-length")
+        if not _DANGEROUS_UNDERSCORE.isdisjoint(fields.lower):
+            shown = min(_DANGEROUS_UNDERSCORE.intersection(fields.lower)).decode("latin-1")
+            raise ProtocolError(400, f"header {shown!r} looks like a framing field")
         framing, length = Framing.NONE, 0
-        if te:
+        if fields.get(b"transfer-encoding") is not None:
+            te = fields.get_all(b"transfer-encoding")
             if version == (1, 0):
                 raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
             codings = tokens(te)
             if not codings or codings != [b"chunked"]:
                 raise ProtocolError(501, "only Transfer-Encoding: chunked is supported")
             framing = Framing.CHUNKED
-        elif length_values:
-            length = int(length_values[0].strip())
+        elif (content_length := fields.get(b"content-length")) is not None:
+            length = int(content_length.strip())
             framing = Framing.LENGTH if length else Framing.NONE
         max_body = self._limits.max_request_body_bytes
         if max_body and length > max_body:
@@ -260,12 +258,14 @@ class RequestReader(_Reader):
             parse_authority(hosts[0].strip(), default_port=443)
             self._valid_host = hosts[0]
         upgrade = None
-        conn_values = fields.get_all(b"connection")
-        if conn_values and b"upgrade" in tokens(conn_values):
+        if fields.get(b"connection") is not None and b"upgrade" in tokens(
+            fields.get_all(b"connection")
+        ):
             offered = tokens(fields.get_all(b"upgrade"))
             upgrade = offered[0] if offered else None
-        expect = fields.get_all(b"expect")
-        expect_continue = bool(expect) and b"100-continue" in tokens(expect)
+        expect_continue = fields.get(b"expect") is not None and b"100-continue" in tokens(
+            fields.get_all(b"expect")
+        )
         return RequestHead(
             method=method,
             raw_target=raw_target,
@@ -353,15 +353,16 @@ class ResponseReader(_Reader):
         version = _VERSIONS.get(p.get_http_version(), (1, 1))
         headers = self._headers
         fields = Fields(headers)
-        te = tokens(fields.get_all(b"transfer-encoding"))
-        length_values = fields.get_all(b"content-length")
+        te_value = fields.get(b"transfer-encoding")
+        te = [] if te_value is None else tokens(fields.get_all(b"transfer-encoding"))
+        content_length = fields.get(b"content-length")
         framing, length = Framing.CLOSE, 0
         if self._head_only or status < 200 or status in (204, 304):
             framing = Framing.NONE
         elif te:
             framing = Framing.CHUNKED if te[-1] == b"chunked" else Framing.CLOSE
-        elif length_values:
-            length = int(length_values[0].strip())
+        elif content_length is not None:
+            length = int(content_length.strip())
             framing = Framing.LENGTH if length else Framing.NONE
         self._framing = framing
         self._body_left = length if framing is Framing.LENGTH else 0
