@@ -21,9 +21,10 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.peers.nginx import NginxServer
 from tests.peers.pki import TestPKI
@@ -147,20 +148,35 @@ async def _measure(args: argparse.Namespace, work: Path, nginx: NginxServer, pki
         await writer.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def rounds_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with ``--requests`` and ``--rounds`` (the tools here share them)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="per round (20000)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--plain", action="store_true", help="plain HTTP instead of inspected")
-    parser.add_argument("--log", choices=["off", "daemon"], default="off")
-    args = parser.parse_args(argv)
+    return parser
+
+
+Measure = Callable[[argparse.Namespace, Path, NginxServer, TestPKI], Coroutine[Any, Any, None]]
+
+
+def run_measure(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, measure: Measure, prefix: str
+) -> int:
+    """Check the rounds, then ``measure`` with the peers running in a temporary directory."""
     if args.requests < 1 or args.rounds < 1:
         parser.error("--requests and --rounds must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="tlsgate-cpu-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         work = Path(tmp)
         with peers(work) as (pki, nginx):
-            asyncio.run(_measure(args, work, nginx, pki))
+            asyncio.run(measure(args, work, nginx, pki))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = rounds_parser(__doc__)
+    parser.add_argument("--plain", action="store_true", help="plain HTTP instead of inspected")
+    parser.add_argument("--log", choices=["off", "daemon"], default="off")
+    return run_measure(parser, parser.parse_args(argv), _measure, "tlsgate-cpu-")
 
 
 if __name__ == "__main__":

@@ -27,14 +27,19 @@ import argparse
 import asyncio
 import ssl
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httptools
 
-from benchmarks.cpu_per_request import cpu_rounds, peers, start_tlsgate, url_file
+from benchmarks.cpu_per_request import (
+    cpu_rounds,
+    rounds_parser,
+    run_measure,
+    start_tlsgate,
+    url_file,
+)
 from tlsgate.config.home import Home
 from tlsgate.config.loader import parse_config
 from tlsgate.config.model import Limits
@@ -375,9 +380,7 @@ async def _measure(args: argparse.Namespace, work: Path, nginx: Any, pki: Any) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=20_000, help="per round (20000)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = rounds_parser(__doc__)
     parser.add_argument(
         "--stages", default=",".join(STAGES), help=f"comma-separated, of: {', '.join(STAGES)}"
     )
@@ -386,13 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in args.stages if s not in STAGES]
     if unknown or not args.stages:
         parser.error(f"unknown stage {', '.join(unknown) or '(none)'}; use: {', '.join(STAGES)}")
-    if args.requests < 1 or args.rounds < 1:
-        parser.error("--requests and --rounds must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="tlsgate-floor-") as tmp:
-        work = Path(tmp)
-        with peers(work) as (pki, nginx):
-            asyncio.run(_measure(args, work, nginx, pki))
-    return 0
+    return run_measure(parser, args, _measure, "tlsgate-floor-")
 
 
 if __name__ == "__main__":
