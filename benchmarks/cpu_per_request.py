@@ -26,18 +26,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.peers.inprocess import start_proxy
 from tests.peers.nginx import NginxServer
 from tests.peers.pki import TestPKI
 
-from tlsgate.config.home import Home
-from tlsgate.config.loader import parse_config
-from tlsgate.config.model import UpstreamSettings
 from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.record import LogRecord
 from tlsgate.log.writer import LogWriter
-from tlsgate.proxy.runtime import RecordSink, Runtime
-from tlsgate.proxy.server import Listen, start_listener
-from tlsgate.tls.ca import LeafMinter, load_or_create_ca
+from tlsgate.proxy.runtime import RecordSink
 
 
 class _NoLog:
@@ -100,39 +96,18 @@ async def start_tlsgate(
 ) -> tuple[asyncio.Server, Path, LogWriter | None]:
     """tlsgate's proxy in this process, allowed to reach ``nginx``: its listener, its
     CA certificate and its log writer (``log="daemon"``) or None (no log)."""
-    home = Home(work / "home").ensure()
     port = nginx.port("plain" if plain else "tls")
-    config = parse_config(
-        {
-            "rules": [
-                {
-                    "name": "bench",
-                    "action": "allow",
-                    "sources": ["Internal"],
-                    "destinations": ["any"],
-                    "connect_ports": [port],
-                }
-            ]
-        },
-        source="cpu_per_request",
-    )
     writer: LogWriter | None = None
     sink: RecordSink = _NoLog()
     if log == "daemon":
-        daemon = LogDaemonSink(home.root / "log.db")
+        work.mkdir(parents=True, exist_ok=True)
+        daemon = LogDaemonSink(work / "log.db")
         daemon.start()
         writer = LogWriter([daemon])
         writer.start()
         sink = writer
-    runtime = Runtime(
-        config=config,
-        minter=LeafMinter(load_or_create_ca(home), home),
-        log=sink,
-        member="bench",
-        upstream_ca_override=UpstreamSettings(ca_file=pki.ca_cert),
-    )
-    server = await start_listener(runtime, Listen("127.0.0.1", 0))
-    return server, home.ca_cert, writer
+    _, server, ca_cert = await start_proxy(work / "home", pki.ca_cert, [port], sink, member="bench")
+    return server, ca_cert, writer
 
 
 async def _measure(args: argparse.Namespace, work: Path, nginx: NginxServer, pki: TestPKI) -> None:

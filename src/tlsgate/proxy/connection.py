@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 
 HIGH_WATER = 256 * 1024
 _NEVER = float("inf")
@@ -29,7 +30,9 @@ class Connection(asyncio.Protocol):
         "_drain_waiter",
         "_eof",
         "_handshake_waiter",
+        "_held",
         "_incoming",
+        "_kicked",
         "_loop",
         "_outgoing",
         "_read_paused",
@@ -41,6 +44,7 @@ class Connection(asyncio.Protocol):
         "bytes_out",
         "closed",
         "error",
+        "on_data",
         "peer",
         "splice_peer",
         "transport",
@@ -69,6 +73,11 @@ class Connection(asyncio.Protocol):
         self.bytes_in = 0
         """Bytes received from the peer on the wire (ciphertext under TLS)."""
         self.bytes_out = 0
+        self.on_data: Callable[[bytes], bool] | None = None
+        """One-shot hook for the next plaintext delivered when nothing is buffered: True
+        if it took the bytes (the session's fast path), False to buffer them as usual."""
+        self._held = False
+        self._kicked = False
 
     # -- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,9 +146,15 @@ class Connection(asyncio.Protocol):
         if self.splice_peer is not None:
             self.splice_peer.write(data)
             return
+        hook = self.on_data
+        if hook is not None:
+            self.on_data = None
+            if not self._buf and hook(data):
+                return
         self._buf.append(data)
         self._buf_size += len(data)
-        self._wake_reader()
+        if not self._held:
+            self._wake_reader()
         if self._buf_size > HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
@@ -161,6 +176,9 @@ class Connection(asyncio.Protocol):
         while not self._buf:
             if self._eof:
                 return b""
+            if self._kicked:
+                self._kicked = False
+                return b""
             waiter = self._read_waiter = self._loop.create_future()
             if timeout is None:
                 if self._deadline is not None:
@@ -171,6 +189,7 @@ class Connection(asyncio.Protocol):
                 _Deadlines.watch(self)
             self._deadline = self._loop.time() + timeout
             await waiter
+        self._kicked = False
         data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
         self._buf.clear()
         self._buf_size = 0
@@ -178,6 +197,46 @@ class Connection(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
         return data
+
+    # -- the fast path's hand-overs (see Session._fast_request) -------------------------
+    def kick(self) -> None:
+        """End a waiting :meth:`read` with ``b""`` although the stream goes on: whoever
+        took bytes through :attr:`on_data` left work for the reading task."""
+        self._kicked = True
+        self._wake_reader()
+
+    def hold(self) -> None:
+        """Keep what arrives buffered without waking a waiting read, and suspend its
+        deadline (a request is being served outside the reading task)."""
+        self._held = True
+        if self._deadline is not None:
+            self._deadline = _NEVER
+
+    def release(self, timeout: float) -> bool:
+        """Undo :meth:`hold`; a waiting read gets ``timeout`` from now.  True if bytes
+        arrived meanwhile (the waiting read is woken for them)."""
+        self._held = False
+        if self._deadline is not None:
+            self._deadline = self._loop.time() + timeout
+        if self._buf or self._eof:
+            self._wake_reader()
+            return True
+        return False
+
+    def watch_end(self, timeout: float) -> asyncio.Future[None]:
+        """A future that completes at end of stream or fails with TimeoutError after
+        ``timeout`` (checked as a read's deadline); for bytes taken by :attr:`on_data`
+        with no task reading.  :meth:`unwatch` forgets it without completing it."""
+        waiter = self._read_waiter = self._loop.create_future()
+        if self._eof:
+            waiter.set_result(None)
+        if self._deadline is None:
+            _Deadlines.watch(self)
+        self._deadline = self._loop.time() + timeout
+        return waiter
+
+    def unwatch(self) -> None:
+        self._read_waiter = None
 
     def unread(self, data: bytes) -> None:
         """Put bytes back in front of the buffer (e.g. what followed a message)."""

@@ -116,6 +116,8 @@ class Runtime:
         self.tunnels: set[object] = set()
         """Client connections spliced to a server (they outlive their sessions)."""
         self.idle_sessions: set[object] = set()
+        self.fast_served = 0
+        """Requests answered by the session's fast path (a statistic; see session.py)."""
         self.config = config
         self.policy = AccessPolicy.compile(config)
         self.auth = ProxyAuthenticator.compile(config)
