@@ -286,3 +286,31 @@ def test_a_request_sent_while_one_is_in_flight_is_answered_after_it(
             assert (await client.get("/last"))[2] == b"/last"
 
     asyncio.run(run())
+
+
+def test_a_client_that_leaves_during_a_fast_request_leaves_no_session_behind(
+    tmp_path: Path, pki: TestPKI
+) -> None:
+    async def script(conn: int, request: int, head: bytes, writer: asyncio.StreamWriter) -> None:
+        if b"/slow" in head:
+            await asyncio.sleep(0.3)
+        writer.write(ok(head.split(b" ")[1]))
+
+    async def run() -> None:
+        async with (
+            scripted_origin(pki, script) as port,
+            warm_client(tmp_path, pki, port, "/warm") as (rt, client, records, _),
+        ):
+            base = rt.fast_served
+            client.send("/slow")
+            await asyncio.sleep(0.05)  # in flight on the fast path
+            client.close()
+            await asyncio.sleep(0.6)  # the answer came after the session ended
+            assert rt.fast_served == base + 1
+            assert not rt.sessions and not rt.idle_sessions
+        assert [r.url for r in records.items] == [
+            "https://localhost/warm",
+            "https://localhost/slow",
+        ]
+
+    asyncio.run(run())

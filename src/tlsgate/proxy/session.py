@@ -287,8 +287,8 @@ class Session:
     def _fast_done(self, keep_client: bool) -> None:
         """A fast request was answered: the client connection is idle again, or closes."""
         conn = self.conn
-        if not keep_client:
-            conn.close()  # the task's read sees the end and the session ends
+        if not keep_client or self not in self.rt.sessions:
+            conn.close()  # the task's read sees the end and the session ends (or has)
             conn.release(self.rt.config.timeouts.client_idle)
             return
         self.busy = False
