@@ -1060,11 +1060,12 @@ class _FastResponse:
 
     def ended(self, fut: asyncio.Future[None]) -> None:
         """The server connection ended, or did not answer in time, before a response."""
+        exc = None if fut.cancelled() else fut.exception()  # retrieved even if answered
         if self.done:
             return
         self._stop()
         session, up, rec = self.session, self.up, self.rec
-        if not fut.cancelled() and isinstance(fut.exception(), TimeoutError):
+        if isinstance(exc, TimeoutError):
             up.abort()
             timeout = session.rt.config.timeouts.upstream_response
             session._fail(rec, 504, f"{rec.dest_host} did not answer within {timeout:g} s")
