@@ -147,64 +147,81 @@ def ok(body: bytes) -> bytes:
     )
 
 
+async def slow_echo(conn: int, request: int, head: bytes, writer: asyncio.StreamWriter) -> None:
+    """Answers with the request's path; ``/slow`` after 0.3 s."""
+    if b"/slow" in head:
+        await asyncio.sleep(0.3)
+    writer.write(ok(head.split(b" ")[1]))
+
+
+Body = Callable[[Runtime, Client, Records], Awaitable[None]]
+
+
+def through_nginx(tmp_path: Path, pki: TestPKI, nginx: NginxServer, body: Body) -> Records:
+    """Run ``body`` with a client warmed up (``/1k.bin``) through a gate to nginx's TLS
+    block; the records of the whole run."""
+    port = nginx.port("tls")
+
+    async def run() -> Records:
+        async with warm_client(tmp_path, pki, port, "/1k.bin") as (rt, client, records, _):
+            await body(rt, client, records)
+        return records
+
+    return asyncio.run(run())
+
+
 def test_keep_alive_requests_take_the_fast_path_and_log_like_the_task(
     tmp_path: Path, pki: TestPKI, nginx: NginxServer
 ) -> None:
-    port = nginx.port("tls")
+    async def body(rt: Runtime, client: Client, _: Records) -> None:
+        base = rt.fast_served
+        for _ in range(10):
+            status, fields, content = await client.get("/1k.bin")
+            assert status == 200 and content == nginx.content("/1k.bin")
+            assert "tlsgate" in fields["via"]
+        assert rt.fast_served == base + 10
+        client.send("/upload/fast.bin", method="PUT", body=b"x" * 100)  # a body: the task
+        status, _, _ = await client.response()
+        assert status in (201, 204) and rt.fast_served == base + 10
 
-    async def run() -> None:
-        async with warm_client(tmp_path, pki, port, "/1k.bin") as (rt, client, records, _):
-            base = rt.fast_served
-            for _ in range(10):
-                status, fields, body = await client.get("/1k.bin")
-                assert status == 200 and body == nginx.content("/1k.bin")
-                assert "tlsgate" in fields["via"]
-            assert rt.fast_served == base + 10
-            client.send("/upload/fast.bin", method="PUT", body=b"x" * 100)  # a body: the task
-            status, _, _ = await client.response()
-            assert status in (201, 204) and rt.fast_served == base + 10
-        fast, slow = records.items[-2], records.items[-1]
-        assert (fast.status, fast.mime_type) == (200, "application/octet-stream")
-        assert fast.bytes_sent == 1024 and fast.url == "https://localhost/1k.bin"
-        assert fast.time_taken_ms >= 0 and fast.request_id != slow.request_id
-        for name in (
-            "protocol",
-            "inspection",
-            "rule",
-            "source_network",
-            "dest_network",
-            "tls_version",
-            "upstream_cert_subject",
-            "dest_host",
-            "dest_port",
-            "dest_ip",
-            "client_ip",
-            "user",
-            "action",
-            "object_source",
-        ):
-            assert getattr(fast, name) == getattr(slow, name), name
-        assert fast.protocol == "https-inspect" and fast.rule == "Allow web access"
-
-    asyncio.run(run())
+    records = through_nginx(tmp_path, pki, nginx, body)
+    fast, slow = records.items[-2], records.items[-1]
+    assert (fast.status, fast.mime_type) == (200, "application/octet-stream")
+    assert fast.bytes_sent == 1024 and fast.url == "https://localhost/1k.bin"
+    assert fast.time_taken_ms >= 0 and fast.request_id != slow.request_id
+    for name in (
+        "protocol",
+        "inspection",
+        "rule",
+        "source_network",
+        "dest_network",
+        "tls_version",
+        "upstream_cert_subject",
+        "dest_host",
+        "dest_port",
+        "dest_ip",
+        "client_ip",
+        "user",
+        "action",
+        "object_source",
+    ):
+        assert getattr(fast, name) == getattr(slow, name), name
+    assert fast.protocol == "https-inspect" and fast.rule == "Allow web access"
 
 
 def test_a_large_response_is_handed_to_the_task_and_arrives_whole(
     tmp_path: Path, pki: TestPKI, nginx: NginxServer
 ) -> None:
-    port = nginx.port("tls")
+    async def body(rt: Runtime, client: Client, _: Records) -> None:
+        base = rt.fast_served
+        status, _, content = await client.get("/1m.bin")
+        assert status == 200 and content == nginx.content("/1m.bin")
+        assert rt.fast_served == base  # 1 MiB comes in many deliveries: the task's
+        assert (await client.get("/1k.bin"))[2] == nginx.content("/1k.bin")
+        assert rt.fast_served == base + 1
 
-    async def run() -> None:
-        async with warm_client(tmp_path, pki, port, "/1k.bin") as (rt, client, records, _):
-            base = rt.fast_served
-            status, _, body = await client.get("/1m.bin")
-            assert status == 200 and body == nginx.content("/1m.bin")
-            assert rt.fast_served == base  # 1 MiB comes in many deliveries: the task's
-            assert (await client.get("/1k.bin"))[2] == nginx.content("/1k.bin")
-            assert rt.fast_served == base + 1
-        assert [r.bytes_sent for r in records.items] == [1024, 1 << 20, 1024]
-
-    asyncio.run(run())
+    records = through_nginx(tmp_path, pki, nginx, body)
+    assert [r.bytes_sent for r in records.items] == [1024, 1 << 20, 1024]
 
 
 def test_a_pooled_connection_the_server_dropped_is_retried_on_a_fresh_one(
@@ -258,59 +275,52 @@ def test_a_server_that_does_not_answer_gets_504_on_the_fast_path(
     asyncio.run(run())
 
 
-def test_a_request_sent_while_one_is_in_flight_is_answered_after_it(
-    tmp_path: Path, pki: TestPKI
-) -> None:
-    async def script(conn: int, request: int, head: bytes, writer: asyncio.StreamWriter) -> None:
-        if b"/slow" in head:
-            await asyncio.sleep(0.3)
-        writer.write(ok(head.split(b" ")[1]))
+def through_slow_echo(tmp_path: Path, pki: TestPKI, body: Body) -> None:
+    """Run ``body`` with a client warmed up (``/warm``) through a gate to ``slow_echo``."""
 
     async def run() -> None:
         async with (
-            scripted_origin(pki, script) as port,
-            warm_client(tmp_path, pki, port, "/warm") as (rt, client, _, first),
+            scripted_origin(pki, slow_echo) as port,
+            warm_client(tmp_path, pki, port, "/warm") as (rt, client, records, first),
         ):
             assert first == b"/warm"
-            base = rt.fast_served
-            client.send("/slow")
-            await asyncio.sleep(0.05)  # /slow is in flight on the fast path
-            client.send("/next")
-            assert (await client.response())[2] == b"/slow"
-            assert (await client.response())[2] == b"/next"
-            client.send("/p1")
-            client.send("/p2")  # pipelined: whatever arrives together goes to the task
-            assert (await client.response())[2] == b"/p1"
-            assert (await client.response())[2] == b"/p2"
-            assert rt.fast_served >= base + 1  # /slow
-            assert (await client.get("/last"))[2] == b"/last"
+            await body(rt, client, records)
 
     asyncio.run(run())
+
+
+def test_a_request_sent_while_one_is_in_flight_is_answered_after_it(
+    tmp_path: Path, pki: TestPKI
+) -> None:
+    async def body(rt: Runtime, client: Client, _: Records) -> None:
+        base = rt.fast_served
+        client.send("/slow")
+        await asyncio.sleep(0.05)  # /slow is in flight on the fast path
+        client.send("/next")
+        assert (await client.response())[2] == b"/slow"
+        assert (await client.response())[2] == b"/next"
+        client.send("/p1")
+        client.send("/p2")  # pipelined: whatever arrives together goes to the task
+        assert (await client.response())[2] == b"/p1"
+        assert (await client.response())[2] == b"/p2"
+        assert rt.fast_served >= base + 1  # /slow
+        assert (await client.get("/last"))[2] == b"/last"
+
+    through_slow_echo(tmp_path, pki, body)
 
 
 def test_a_client_that_leaves_during_a_fast_request_leaves_no_session_behind(
     tmp_path: Path, pki: TestPKI
 ) -> None:
-    async def script(conn: int, request: int, head: bytes, writer: asyncio.StreamWriter) -> None:
-        if b"/slow" in head:
-            await asyncio.sleep(0.3)
-        writer.write(ok(head.split(b" ")[1]))
+    async def body(rt: Runtime, client: Client, records: Records) -> None:
+        base = rt.fast_served
+        client.send("/slow")
+        await asyncio.sleep(0.05)  # in flight on the fast path
+        client.close()
+        await asyncio.sleep(0.6)  # the answer came after the session ended
+        assert rt.fast_served == base + 1
+        assert not rt.sessions and not rt.idle_sessions
+        urls = [r.url for r in records.items]
+        assert urls == ["https://localhost/warm", "https://localhost/slow"]
 
-    async def run() -> None:
-        async with (
-            scripted_origin(pki, script) as port,
-            warm_client(tmp_path, pki, port, "/warm") as (rt, client, records, _),
-        ):
-            base = rt.fast_served
-            client.send("/slow")
-            await asyncio.sleep(0.05)  # in flight on the fast path
-            client.close()
-            await asyncio.sleep(0.6)  # the answer came after the session ended
-            assert rt.fast_served == base + 1
-            assert not rt.sessions and not rt.idle_sessions
-        assert [r.url for r in records.items] == [
-            "https://localhost/warm",
-            "https://localhost/slow",
-        ]
-
-    asyncio.run(run())
+    through_slow_echo(tmp_path, pki, body)
