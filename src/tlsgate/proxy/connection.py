@@ -185,9 +185,7 @@ class Connection(asyncio.Protocol):
                     self._deadline = _NEVER  # a stale deadline must not fail this read
                 await waiter
                 continue
-            if self._deadline is None:
-                _Deadlines.watch(self)
-            self._deadline = self._loop.time() + timeout
+            self._arm(timeout)
             await waiter
         self._kicked = False
         data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
@@ -230,10 +228,14 @@ class Connection(asyncio.Protocol):
         waiter = self._read_waiter = self._loop.create_future()
         if self._eof:
             waiter.set_result(None)
+        self._arm(timeout)
+        return waiter
+
+    def _arm(self, timeout: float) -> None:
+        """The waiting read's deadline: ``timeout`` from now (see :class:`_Deadlines`)."""
         if self._deadline is None:
             _Deadlines.watch(self)
         self._deadline = self._loop.time() + timeout
-        return waiter
 
     def unwatch(self) -> None:
         self._read_waiter = None

@@ -642,7 +642,7 @@ class Session:
                     data = await up.read(timeout)
                 except TimeoutError:
                     if not sent_head:
-                        self._fail(rec, 504, f"{rec.dest_host} did not answer within {timeout:g} s")
+                        self._no_answer(rec, timeout)
                         return False
                     raise _ClientGone from None
                 if data:
@@ -757,6 +757,10 @@ class Session:
             self.rt.pool.put(key, up)
         else:
             up.close()
+
+    def _no_answer(self, rec: LogRecord, timeout: float) -> None:
+        """504: the server sent no response head within ``timeout``."""
+        self._fail(rec, 504, f"{rec.dest_host} did not answer within {timeout:g} s")
 
     def _late_client_cert(self, rec: LogRecord, up: Connection) -> None:
         """The server asked for a client certificate after the handshake (TLS 1.2
@@ -1026,6 +1030,7 @@ class _FastResponse:
 
     def data(self, data: bytes) -> bool:
         up, rr, session = self.up, self.reader, self.session
+        self._stop()  # one delivery decides: served here, or handed to the task
         events = rr.feed(data)
         rev = events[0] if events else None
         if (
@@ -1039,10 +1044,8 @@ class _FastResponse:
             or events[-1] is not END
             or client_cert_requested(up.tls)
         ):
-            self._stop()
             session._to_task([_Resume(self.head, up, self.key, self.rec, self.started)])
             return False  # the bytes stay on ``up`` for _relay
-        self._stop()
         rec = self.rec
         client_head, _, keep_client = session._final_head(rev, self.head, rec)
         out = [client_head]
@@ -1067,8 +1070,7 @@ class _FastResponse:
         session, up, rec = self.session, self.up, self.rec
         if isinstance(exc, TimeoutError):
             up.abort()
-            timeout = session.rt.config.timeouts.upstream_response
-            session._fail(rec, 504, f"{rec.dest_host} did not answer within {timeout:g} s")
+            session._no_answer(rec, session.rt.config.timeouts.upstream_response)
             _submit(session.rt, rec, self.started)
             session._fast_done(False)
         elif client_cert_requested(up.tls):  # _relay tells the client why
