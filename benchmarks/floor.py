@@ -42,7 +42,7 @@ from benchmarks.cpu_per_request import (
 )
 from tlsgate.config.home import Home
 from tlsgate.config.loader import parse_config
-from tlsgate.config.model import Limits
+from tlsgate.config.model import TlsgateConfig
 from tlsgate.http1 import writer
 from tlsgate.http1.events import BodyData, Framing, MessageEnd, RequestHead, ResponseHead
 from tlsgate.http1.headers import HOP_BY_HOP
@@ -113,12 +113,12 @@ def _raw_head(start: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
 class _Relay:
     """What the connections share: the stage, the leaf minter, the pool, the policy."""
 
-    def __init__(self, stage: int, home: Home, upstream_ca: Path, limits: Limits, rules: Any):
+    def __init__(self, stage: int, home: Home, upstream_ca: Path, config: TlsgateConfig):
         self.stage = stage
         self.minter = LeafMinter(load_or_create_ca(home), home)
         self.upstream_ctx = ssl.create_default_context(cafile=str(upstream_ca))
-        self.limits = limits
-        self.policy = AccessPolicy.compile(rules)
+        self.limits = config.limits
+        self.policy = AccessPolicy.compile(config)
         self.pool: list[_Upstream] = []
         self.tasks: set[asyncio.Future[None]] = set()
 
@@ -356,8 +356,8 @@ async def _measure_stage(
         server, ca_cert, _ = await start_tlsgate(work / stage, nginx, pki, plain=False, log="off")
     else:
         home = Home(work / stage).ensure()
-        rules = parse_config({}, source="floor")
-        relay = _Relay(STAGES.index(stage), home, pki.ca_cert, rules.limits, rules)
+        config = parse_config({}, source="floor")
+        relay = _Relay(STAGES.index(stage), home, pki.ca_cert, config)
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: _Client(relay), "127.0.0.1", 0)
         ca_cert = home.ca_cert
