@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -127,7 +128,6 @@ def test_wire_rows_are_the_rows_the_sink_makes(tmp_path):
     from datetime import UTC, datetime
 
     from tlsgate.log.database import rows_from_wire, to_wire
-    from tlsgate.log.record import values_of
 
     recs = [
         *records(3, "w"),
@@ -141,7 +141,7 @@ def test_wire_rows_are_the_rows_the_sink_makes(tmp_path):
         LogRecord(time=datetime(2026, 11, 26, 1, 2, 3, 999999), client_ip="not-an-ip"),
     ]
     db = SqliteLogSink(tmp_path / "log.db")
-    wire = marshal.loads(marshal.dumps(to_wire([values_of(r) for r in recs])))
+    wire = marshal.loads(marshal.dumps(to_wire(recs)))
     assert rows_from_wire(wire) == [db._row(r) for r in recs]
     db.close()
 
@@ -163,4 +163,146 @@ def test_batches_of_any_size_are_stored_in_order(tmp_path):
     assert urls == [f"http://a/s{n}/{i}" for n in sizes for i in range(n)]
     ids = [i for i, _ in rows]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    db.close()
+
+
+def feed(fd: int, recs: list[LogRecord]) -> None:
+    """One frame as the member writes it."""
+    import marshal
+
+    from tlsgate.log.daemon import _FRAME
+    from tlsgate.log.database import to_wire
+
+    payload = marshal.dumps(to_wire(recs))
+    os.write(fd, _FRAME.pack(len(payload), len(recs)) + payload)
+
+
+def serving(path, **limits):
+    """The daemon's loop in a thread, reading a pipe; returns (write end, thread)."""
+    import threading
+
+    from tlsgate.log.daemon import serve
+
+    r, w = os.pipe()
+
+    def run() -> None:
+        try:
+            serve(path, r, **limits)
+        finally:
+            os.close(r)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return w, t
+
+
+def indexed(path) -> int:
+    """Rows in the indexed table, read without indexing the spool."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM web_proxy_log").fetchone()[0])
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_frames_wait_in_the_spool_while_the_member_is_busy(tmp_path):
+    """Frames coming faster than ``idle`` stay in the spool, unindexed; once they stop,
+    the daemon indexes them all, in order, exactly once."""
+    path = tmp_path / "log.db"
+    w, t = serving(path, idle=1.0, bound=1_000_000)
+    peek = SqliteLogSink(path)  # spooled() does not index; select() would
+    for i in range(8):
+        feed(w, records(500, f"f{i}"))
+        time.sleep(0.1)
+    assert wait_for(lambda: peek.spooled() == 4000)
+    assert wait_for(lambda: peek.spooled() == 0)  # idle: indexed
+    os.close(w)
+    t.join(10)
+    rows = peek.select("1=1", (), newest_first=False, limit=None)
+    assert [r.url for _, r in rows] == [f"http://a/f{i}/{j}" for i in range(8) for j in range(500)]
+    peek.close()
+
+
+def test_past_the_bound_the_daemon_indexes_while_busy(tmp_path):
+    path = tmp_path / "log.db"
+    w, t = serving(path, idle=60.0, bound=1500, chunk=1000)
+    peek = SqliteLogSink(path)
+    for i in range(4):
+        feed(w, records(1000, f"b{i}"))
+    # Never idle for 60 s, yet the spool is brought back to the bound.
+    assert wait_for(lambda: 0 < peek.spooled() <= 1500 and indexed(path) >= 2500)
+    os.close(w)
+    t.join(10)
+    assert peek.count() == 4000
+    peek.close()
+
+
+def test_a_query_sees_records_not_yet_indexed(tmp_path):
+    """A query indexes the spool first: nothing spooled is missed, filters are SQL's."""
+    path = tmp_path / "log.db"
+    w, t = serving(path, idle=60.0, bound=1_000_000)
+    peek = SqliteLogSink(path)
+    feed(w, [*records(300, "q"), LogRecord(client_ip="192.0.2.9", status=403, url="http://x/")])
+    assert wait_for(lambda: peek.spooled() == 301)
+    from tlsgate.log.query import LogQuery, parse_source, run_query
+
+    hits = run_query(peek, LogQuery(status=(403,), source=parse_source("192.0.2.0/24")))
+    assert [r.url for r in hits] == ["http://x/"]
+    assert peek.spooled() == 0 and peek.count() == 301
+    os.close(w)
+    t.join(10)
+    peek.close()
+
+
+def test_the_spool_is_indexed_exactly_once_by_racing_readers(tmp_path):
+    """Several processes may index at once (the daemon, ``tlsgate log``, the console):
+    each frame moves in one transaction, so no record is lost or doubled."""
+    import threading
+
+    path = tmp_path / "log.db"
+    writer = SqliteLogSink(path)
+    import marshal
+
+    from tlsgate.log.database import to_wire
+
+    for i in range(20):
+        writer.spool(marshal.dumps(to_wire(records(200, f"r{i}"))), 200)
+    sinks = [SqliteLogSink(path) for _ in range(4)]
+    moved: list[int] = []
+    threads = [threading.Thread(target=lambda s=s: moved.append(s.index_spool(500))) for s in sinks]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert writer.count() == 4000 and sum(moved) <= 4000
+    urls = [r.url for _, r in writer.select("1=1", (), newest_first=False, limit=None)]
+    assert urls == [f"http://a/r{i}/{j}" for i in range(20) for j in range(200)]
+    for s in (writer, *sinks):
+        s.close()
+
+
+def test_an_unreadable_batch_is_set_aside_and_the_log_goes_on(tmp_path, caplog):
+    import marshal
+
+    from tlsgate.log.database import to_wire
+
+    db = SqliteLogSink(tmp_path / "log.db")
+    db.spool(marshal.dumps(to_wire(records(2, "before"))), 2)
+    db.spool(b"not a frame", 3)
+    db.spool(marshal.dumps(([("short",)], [0])), 1)  # decodes, but not as rows
+    db.spool(marshal.dumps(to_wire(records(2, "after"))), 2)
+    assert db.count() == 4 and db.spooled() == 0
+    urls = [r.url for _, r in db.select("1=1", (), newest_first=False, limit=None)]
+    assert urls == [f"http://a/{tag}/{i}" for tag in ("before", "after") for i in range(2)]
+    kept = db.execute_select("SELECT seq, records FROM web_proxy_log_spool_unreadable", ())
+    assert kept == [(2, 3), (3, 1)]
+    assert "spooled batch 2 (3 records) cannot be read" in caplog.text
     db.close()

@@ -3,9 +3,19 @@
 Why a process, as Squid's ``log_file_daemon``: in the member, the writer thread took
 the GIL back from the event loop once per inserted row, and SQLite's index work ran on
 the same interpreter; measured, logging cost ~40% of keep-alive throughput.  Now the
-member turns each batch into tuples of the fields (``to_wire``: a C-level attrgetter per
-record, the time in microseconds), sends them down a pipe as one ``marshal`` frame and
-goes on; the daemon makes the rows (index keys) and inserts them.
+member turns each batch into a :data:`~tlsgate.log.database.WireBatch` (``to_wire``: a
+C-level attrgetter per record, the times in microseconds beside), sends it down a pipe
+as one ``marshal`` frame and goes on.
+
+The daemon stores each frame whole in the log's spool at once (one row per batch), and
+indexes the spool (builds the rows and their index keys, inserts them) when the member
+is not busy: when no frame has come for :data:`IDLE` seconds (a member flushes at least
+once a second, and every ~0.2 s when it is saturated), or at once while more than
+:data:`BOUND` records wait (so the lag and the spool stay bounded; a proxy busy for
+longer than that pays for the indexes as it goes).  Queries index the spool first
+(:meth:`~tlsgate.log.database.SqliteLogSink.execute_select`), so they never miss a
+record.  Measured (BENCHMARKS.md): the indexes cost ~10 us of CPU per record, which a
+saturated 2-core box took out of the proxy, curl and nginx.
 
 The member side runs on the event loop (an :class:`~tlsgate.log.sinks.AsyncLogSink`):
 the batch is converted in slices with the loop free in between, and the frame goes out
@@ -16,8 +26,9 @@ req/s and a p99 of 3.2-3.6 ms that way, against 7,920-7,948 req/s and 3.0 ms on 
 
 Durability: a write returns once its frame is in the pipe (the transport's buffer is
 empty), and a frame in the pipe is stored even if the member then dies (the daemon
-drains the pipe before it exits); a graceful stop waits for the daemon.  If the daemon
-dies, it is restarted with the next batch; the frame it was inserting is lost.
+drains the pipe before it exits); a graceful stop waits for the daemon.  A stored frame
+is indexed exactly once: the move from the spool is one transaction.  If the daemon
+dies, it is restarted with the next batch; the frame it was storing is lost.
 """
 
 from __future__ import annotations
@@ -26,20 +37,30 @@ import asyncio
 import contextlib
 import fcntl
 import marshal
+import os
+import select
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import Any, Final, TypeVar
 
 from tlsgate.errors import StoreError
-from tlsgate.log.database import SqliteLogSink, rows_from_wire, to_wire
-from tlsgate.log.record import LogRecord, RecordValues, values_of
+from tlsgate.log.database import SqliteLogSink, WireBatch, to_wire
+from tlsgate.log.record import LogRecord
 
-_FRAME = struct.Struct("!I")
+_FRAME = struct.Struct("!II")
+"""A frame's head: the payload's length and its number of records."""
+IDLE: Final = 0.5
+"""Seconds without a frame after which the daemon indexes the spool."""
+BOUND: Final = 100_000
+"""Records in the spool beyond which the daemon indexes whether the member is busy or
+not (~10 s of a saturated member; ~1 s of CPU to index)."""
+CHUNK: Final = 5_000
+"""Records indexed per transaction (~50 ms), so frames keep being read in between."""
 _SLICE = 500
 """Records converted between two yields to the loop (~1 ms)."""
 _PIPE_SIZE = 1 << 20
@@ -95,7 +116,7 @@ class LogDaemonSink:
         self._pipe: _Pipe | None = None
 
     def _start(self) -> subprocess.Popen[bytes]:
-        self._rows.count()  # creates the schema here, so errors surface in the member
+        self._rows.open()  # creates the schema here, so errors surface in the member
         proc = subprocess.Popen(
             [sys.executable, "-m", "tlsgate.log.daemon", str(self.path)],
             stdin=subprocess.PIPE,
@@ -134,15 +155,17 @@ class LogDaemonSink:
     async def write(self, records: Sequence[LogRecord]) -> None:
         if not records:
             return
-        values: list[RecordValues] = []
+        values: WireBatch = ([], [])
         for i in range(0, len(records), _SLICE):
             if i:
                 await asyncio.sleep(0)  # let requests run between slices
-            values += to_wire([values_of(r) for r in records[i : i + _SLICE]])
+            part = to_wire(records[i : i + _SLICE])
+            values[0].extend(part[0])
+            values[1].extend(part[1])
         payload = marshal.dumps(values)
         try:
             transport, pipe = await self._connected()
-            transport.write(_FRAME.pack(len(payload)) + payload)
+            transport.write(_FRAME.pack(len(payload), len(records)) + payload)
             await pipe.drain()
         except OSError as exc:
             self._proc = None
@@ -177,33 +200,60 @@ class LogDaemonSink:
         return f"LogDaemonSink({str(self.path)!r})"
 
 
-def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
-    data = stream.read(n)
-    return data if data is not None and len(data) == n else None
+def _read_exact(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from ``fd``, or None if the input ends first."""
+    parts: list[bytes] = []
+    while n:
+        data = os.read(fd, min(n, _PIPE_SIZE))
+        if not data:
+            return None
+        parts.append(data)
+        n -= len(data)
+    return b"".join(parts)
 
 
-def serve(path: Path, stream: IO[bytes]) -> None:
-    """Insert every frame from ``stream`` until it ends."""
+_R = TypeVar("_R")
+
+
+def _retrying(call: Callable[..., _R], *args: Any) -> _R:
+    """``call(*args)`` until it works: the member's pipe fills meanwhile; it buffers, then
+    drops and counts."""
+    delay = 0.1
+    while True:
+        try:
+            return call(*args)
+        except StoreError as exc:
+            print(f"tlsgate log daemon: {exc.one_line()}; retrying", file=sys.stderr)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def serve(
+    path: Path, fd: int, *, idle: float = IDLE, bound: int = BOUND, chunk: int = CHUNK
+) -> None:
+    """Spool every frame read from ``fd`` until it ends; index the spool after ``idle``
+    seconds without a frame, or at once while more than ``bound`` records wait."""
     sink = SqliteLogSink(path)
     try:
+        waiting = _retrying(sink.spooled)
         while True:
-            head = _read_exact(stream, _FRAME.size)
+            # Past the bound: a chunk, then a frame if one waits.  Else a chunk once the
+            # member has been quiet for ``idle`` seconds.
+            over = waiting > bound
+            if over or (waiting and not select.select([fd], [], [], idle)[0]):
+                _retrying(sink.index_spool, chunk)
+                waiting = _retrying(sink.spooled)
+                if not (over and select.select([fd], [], [], 0)[0]):
+                    continue
+            head = _read_exact(fd, _FRAME.size)
             if head is None:
                 return
-            payload = _read_exact(stream, _FRAME.unpack(head)[0])
+            size, records = _FRAME.unpack(head)
+            payload = _read_exact(fd, size)
             if payload is None:
                 return
-            rows = rows_from_wire(marshal.loads(payload))
-            delay = 0.1
-            while True:
-                try:
-                    sink.write_rows(rows)
-                    break
-                except StoreError as exc:
-                    # The member's pipe fills meanwhile; it buffers, then drops and counts.
-                    print(f"tlsgate log daemon: {exc.one_line()}; retrying", file=sys.stderr)
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            _retrying(sink.spool, payload, records)
+            waiting += records
     finally:
         sink.close()
 
@@ -214,7 +264,7 @@ def main() -> None:
             "usage: python -m tlsgate.log.daemon LOG_DB_PATH (started by tlsgate serve)"
         )
     with contextlib.suppress(KeyboardInterrupt):
-        serve(Path(sys.argv[1]), sys.stdin.buffer)
+        serve(Path(sys.argv[1]), sys.stdin.fileno())
 
 
 if __name__ == "__main__":
