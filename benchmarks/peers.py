@@ -204,6 +204,8 @@ class ProxyKind:
 
     name = ""
     program = ""
+    memory = True
+    """Measured in the memory workload (a variant that cannot differ there is not)."""
 
     def missing(self) -> str | None:
         """Why it cannot run here (None when it can)."""
@@ -373,13 +375,18 @@ class ProxyPy(ProxyKind):
 class Tlsgate(ProxyKind):
     """``tlsgate serve`` with a fresh home, the test CA upstream, logging on (its
     default SQLite Web Proxy log); ``--no-inspect`` for the tunnel.  ``workers`` > 1:
-    ``serve --workers N`` (named ``tlsgate-Nw`` in the tables)."""
+    ``serve --workers N`` (named ``tlsgate-Nw`` in the tables).  ``log=False``: the
+    same with ``[log] enabled = false`` (``tlsgate-nolog``), measured beside it so that
+    each run tells what the Web Proxy log costs (issue 6: < 5 %); an idle connection
+    has no log record, so it is left out of the memory workload."""
 
     program = "tlsgate"
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, *, log: bool = True) -> None:
         self.workers = workers
-        self.name = "tlsgate" if workers == 1 else f"tlsgate-{workers}w"
+        self.log = self.memory = log
+        name = "tlsgate" if workers == 1 else f"tlsgate-{workers}w"
+        self.name = name if log else f"{name}-nolog"
 
     def missing(self) -> str | None:
         try:
@@ -411,6 +418,9 @@ class Tlsgate(ProxyKind):
         ]
         config = setting.tlsgate_config(d)
         if config is not None:
+            if not self.log:
+                with config.open("a") as f:
+                    f.write("\n[log]\nenabled = false\n")
             args += ["--config", str(config)]
         if mode == "tunnel":
             args.append("--no-inspect")
@@ -427,6 +437,7 @@ class Tlsgate(ProxyKind):
 
 
 KINDS: dict[str, ProxyKind] = {
-    k.name: k for k in (Squid(), Mitmproxy(), ProxyPy(), Tlsgate(), Tlsgate(workers=2))
+    k.name: k
+    for k in (Squid(), Mitmproxy(), ProxyPy(), Tlsgate(), Tlsgate(log=False), Tlsgate(workers=2))
 }
 """Every proxy the harness knows, in table order (Squid first: ratios are to Squid)."""

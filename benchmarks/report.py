@@ -125,6 +125,18 @@ def cpu_table(results: Results) -> list[str]:
     return lines
 
 
+NOLOG = "tlsgate-nolog"
+
+
+def log_cost(results: Results, key: str = "keepalive8") -> float | None:
+    """What the Web Proxy log costs, in % of ``key``'s rate: tlsgate against the same
+    proxy with ``[log] enabled = false``, best rounds of the same run."""
+    on, off = results.best(key, "tlsgate"), results.best(key, NOLOG)
+    if on is None or off is None or not off.rate:
+        return None
+    return (1 - on.rate / off.rate) * 100
+
+
 def summary(results: Results) -> str:
     """One line: tlsgate against Squid (and the tunnel against direct) in this run."""
     parts = []
@@ -145,6 +157,9 @@ def summary(results: Results) -> str:
     r = ratio("tunnel", DIRECT)
     if r:
         text += f"; tunnel {r} direct"
+    cost = log_cost(results)
+    if cost is not None:
+        text += f"; Web Proxy log costs {cost:.1f} % of keep-alive 8"
     for mode, label in (("inspect", "idle inspected"), ("tunnel", "idle tunnel")):
         by_count = results.memory.get(mode, {}).get("tlsgate", {})
         if by_count:

@@ -276,7 +276,7 @@ def _measure_rates(
 def _measure_memory(
     options: Options, results: Results, setting: Setting, counts: list[int]
 ) -> None:
-    for name in options.proxies:
+    for name in (p for p in options.proxies if KINDS[p].memory):
         modes: tuple[Mode, ...] = ("inspect", "tunnel")
         for mode in modes:
             for count in counts:

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 from benchmarks.load import run_curl, run_newconn
-from benchmarks.report import HISTORY_START, render_markdown, update_benchmarks_md
+from benchmarks.report import (
+    HISTORY_START,
+    NOLOG,
+    log_cost,
+    render_markdown,
+    summary,
+    update_benchmarks_md,
+)
 from benchmarks.run import Options, Results, run_benchmark, tlsgate_config_text
 from benchmarks.workloads import DIRECT, RATE_KEYS
 
@@ -22,19 +29,24 @@ MEMORY_COUNT = 20
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
+def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="module")
+def results(bench_dir: Path) -> Results:
     options = Options(
-        proxies=["tlsgate"],
+        proxies=["tlsgate", NOLOG],
         duration=1.5,
         rounds=1,
         memory_counts=[MEMORY_COUNT],
-        workdir=tmp_path_factory.mktemp("bench"),
+        workdir=bench_dir,
         progress=False,
     )
     return run_benchmark(options)
 
 
-@pytest.mark.parametrize("target", ["tlsgate", DIRECT])
+@pytest.mark.parametrize("target", ["tlsgate", NOLOG, DIRECT])
 @pytest.mark.parametrize("workload", RATE_KEYS)
 def test_workload_completes_checked_responses(results: Results, workload: str, target: str) -> None:
     [sample] = results.rates[workload][target]
@@ -42,7 +54,7 @@ def test_workload_completes_checked_responses(results: Results, workload: str, t
     assert sample.ok > 0
     assert sample.elapsed > 0
     assert sample.cpu["generator"] > 0
-    if target == "tlsgate":
+    if target != DIRECT:
         assert sample.cpu["proxy"] > 0
 
 
@@ -64,9 +76,29 @@ def test_memory_workload_holds_every_connection(results: Results, mode: str) -> 
     assert sample.loaded_kib > 0
 
 
+def test_the_log_is_measured_on_and_off(results: Results, bench_dir: Path) -> None:
+    """``tlsgate-nolog`` is tlsgate with its Web Proxy log off, in the same run: its
+    requests leave no record, tlsgate's do, and the summary gives the log's cost."""
+    from tlsgate.log.database import SqliteLogSink
+
+    def logged(name: str) -> int:
+        db = SqliteLogSink(bench_dir / f"{name}-inspect-0" / "home" / "log.db")
+        try:
+            return db.count()
+        finally:
+            db.close()
+
+    [on] = results.rates["keepalive8"]["tlsgate"]
+    assert logged("tlsgate") >= on.ok > 0
+    assert logged(NOLOG) == 0
+    cost = log_cost(results)
+    assert cost is not None and f"Web Proxy log costs {cost:.1f} %" in summary(results)
+    assert NOLOG not in results.memory["inspect"]  # an idle connection has no record
+
+
 def test_report_and_benchmarks_md(results: Results, tmp_path: Path) -> None:
     text = render_markdown(results)
-    assert "| workload | tlsgate | direct |" in text
+    assert f"| workload | tlsgate | {NOLOG} | direct |" in text
     assert "keep-alive inspected HTTPS" in text
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nhand-written intro\n")
