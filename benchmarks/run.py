@@ -36,7 +36,7 @@ from benchmarks.peers import (
     upstream_url,
 )
 from benchmarks.report import render_markdown, update_benchmarks_md
-from benchmarks.system import command_version, machine_description, raise_nofile
+from benchmarks.system import command_version, cpu_seconds, machine_description, raise_nofile
 from benchmarks.workloads import (
     ALL_KEYS,
     DIRECT,
@@ -258,6 +258,7 @@ def _measure_rates(
             # cache, CPU frequency, other tenants) then spreads over all targets.
             shift = round_no % len(targets)
             for target in targets[shift:] + targets[:shift]:
+                _settle(targets)
                 sample = measure_rate(
                     workload, target, setting.upstream, setting.pki.ca_cert, options.duration
                 )
@@ -271,6 +272,26 @@ def _measure_rates(
                     f"{target.name:<10} {value:>10,.1f} {workload.unit}"
                     + (f"  {sample.failed} FAILED {sample.errors[:2]}" if sample.failed else ""),
                 )
+
+
+SETTLE_CPU = 0.05
+"""A proxy is quiet when its processes use less than this share of a core."""
+SETTLE_DEADLINE = 30.0
+
+
+def _settle(targets: list[Target]) -> None:
+    """Wait until no proxy is still busy with the last cell: tlsgate's log daemon
+    indexes its spool, Squid's log daemon writes, Python peers collect garbage.  That
+    work would otherwise land in the next cell, which may be another proxy's; it is
+    counted in neither, which the sustained-load rows of BENCHMARKS.md account for."""
+    deadline = time.monotonic() + SETTLE_DEADLINE
+    window = 0.3
+    while time.monotonic() < deadline:
+        pids = [pid for t in targets for proc in t.processes.values() for pid in proc.pids()]
+        before = cpu_seconds(pids)
+        time.sleep(window)
+        if cpu_seconds(pids) - before < SETTLE_CPU * window:
+            return
 
 
 def _measure_memory(
