@@ -1,0 +1,29 @@
+"""benchmarks.instructions reads valgrind's per-process counts: the proxy and its log
+daemon, not the shells and helpers around them."""
+
+from __future__ import annotations
+
+from benchmarks.instructions import instructions_by_role
+
+VALGRIND_LOG = """\
+==101== Cachegrind, a high-precision tracing profiler
+==101== Command: /usr/bin/python3 -m benchmarks.cpu_per_request --requests 10 --log daemon
+==101==
+==205== Command: /usr/bin/python3 -m tlsgate.log.daemon /tmp/w/log.db
+==205==
+==300== Command: /bin/sh -c true
+==205== I   refs:      1,018,540,908
+==300== I   refs:      1,234
+==101== I   refs:      4,443,372,041
+"""
+
+
+def test_counts_per_role() -> None:
+    assert instructions_by_role(VALGRIND_LOG) == {
+        "proxy": 4_443_372_041,
+        "log daemon": 1_018_540_908,
+    }
+
+
+def test_no_counts_when_valgrind_printed_none() -> None:
+    assert instructions_by_role("==1== Command: python -m benchmarks.cpu_per_request\n") == {}
