@@ -306,3 +306,30 @@ def test_an_unreadable_batch_is_set_aside_and_the_log_goes_on(tmp_path, caplog):
     assert kept == [(2, 3), (3, 1)]
     assert "spooled batch 2 (3 records) cannot be read" in caplog.text
     db.close()
+
+
+def test_an_indexing_failure_backs_off_and_clears(tmp_path, capsys):
+    """A failed chunk (say, a long query holding the write lock) is tried again later,
+    0.1 s then doubling; frames go on being spooled meanwhile (the loop only waits for
+    them); a success resets the delay."""
+    from tlsgate.log.daemon import _Indexer
+
+    class Flaky(SqliteLogSink):
+        fail = 2
+
+        def index_spool(self, max_records=None):
+            if self.fail:
+                self.fail -= 1
+                raise StoreError("log store x: cannot index the log's spool: database is locked")
+            return super().index_spool(max_records)
+
+    sink = Flaky(tmp_path / "log.db")
+    indexer = _Indexer(sink, 1000)
+    indexer.run()
+    assert 0 < indexer.pause() <= 0.1 and indexer.delay == 0.2
+    indexer.run()
+    assert indexer.delay == 0.4
+    assert "database is locked; indexing again in 0.2 s" in capsys.readouterr().err
+    indexer.run()
+    assert indexer.pause() == 0 and indexer.delay == 0.1
+    sink.close()

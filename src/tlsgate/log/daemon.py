@@ -228,23 +228,57 @@ def _retrying(call: Callable[..., _R], *args: Any) -> _R:
             delay = min(delay * 2, 5.0)
 
 
+class _Indexer:
+    """Indexes the spool a chunk at a time.  After a failure it waits before the next
+    try (0.1 s, doubling up to 5 s) while frames go on being spooled."""
+
+    def __init__(self, sink: SqliteLogSink, chunk: int) -> None:
+        self.sink = sink
+        self.chunk = chunk
+        self.delay = 0.1
+        self.next_try = 0.0
+
+    def pause(self) -> float:
+        """Seconds until the next try is due (0 when it is)."""
+        return max(0.0, self.next_try - time.monotonic())
+
+    def run(self) -> None:
+        try:
+            self.sink.index_spool(self.chunk)
+        except StoreError as exc:
+            print(
+                f"tlsgate log daemon: {exc.one_line()}; indexing again in {self.delay:.1f} s",
+                file=sys.stderr,
+            )
+            self.next_try = time.monotonic() + self.delay
+            self.delay = min(self.delay * 2, 5.0)
+        else:
+            self.delay, self.next_try = 0.1, 0.0
+
+
 def serve(
     path: Path, fd: int, *, idle: float = IDLE, bound: int = BOUND, chunk: int = CHUNK
 ) -> None:
     """Spool every frame read from ``fd`` until it ends; index the spool after ``idle``
     seconds without a frame, or at once while more than ``bound`` records wait."""
     sink = SqliteLogSink(path)
+    indexer = _Indexer(sink, chunk)
     try:
         waiting = _retrying(sink.spooled)
         while True:
-            # Past the bound: a chunk, then a frame if one waits.  Else a chunk once the
-            # member has been quiet for ``idle`` seconds.
-            over = waiting > bound
-            if over or (waiting and not select.select([fd], [], [], idle)[0]):
-                _retrying(sink.index_spool, chunk)
+            pause = indexer.pause()
+            timeout: float | None = None  # nothing to index: wait for a frame
+            if waiting > bound and not pause:
+                indexer.run()  # past the bound: a chunk, then a frame if one waits
                 waiting = _retrying(sink.spooled)
-                if not (over and select.select([fd], [], [], 0)[0]):
-                    continue
+                timeout = 0.0
+            elif waiting:
+                timeout = max(idle, pause)  # a chunk once the member has been quiet
+            if not select.select([fd], [], [], timeout)[0]:
+                if timeout and not indexer.pause():
+                    indexer.run()
+                    waiting = _retrying(sink.spooled)
+                continue
             head = _read_exact(fd, _FRAME.size)
             if head is None:
                 return
