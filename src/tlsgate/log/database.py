@@ -24,7 +24,7 @@ import marshal
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from operator import attrgetter
@@ -348,6 +348,18 @@ def _sqlite_insert(rows: int) -> str:
     return f"INSERT INTO {TABLE} ({', '.join(_INSERT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
 
 
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction (the write lock taken at once), rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 class SqliteLogSink(LogDatabase):
     """The log in its own SQLite file (default ``HOME/log.db``), WAL, synchronous=NORMAL.
 
@@ -405,13 +417,8 @@ class SqliteLogSink(LogDatabase):
         with self._lock:
             conn = self._connect()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _immediate(conn):
                     self._insert_rows(conn, rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise self._fail("write records", exc) from None
 
@@ -456,8 +463,7 @@ class SqliteLogSink(LogDatabase):
             try:
                 if conn.execute(f"SELECT 1 FROM {SPOOL} LIMIT 1").fetchone() is None:
                     return 0  # the usual case for a query: no write lock taken
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _immediate(conn):
                     moved, last = 0, 0
                     heads = conn.execute(f"SELECT seq, records FROM {SPOOL} ORDER BY seq")
                     for seq, records in heads.fetchall():
@@ -475,10 +481,6 @@ class SqliteLogSink(LogDatabase):
                         self._insert_rows(conn, rows)
                         moved += records
                     conn.execute(f"DELETE FROM {SPOOL} WHERE seq <= ?", (last,))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise self._fail("index the log's spool", exc) from None
             return moved
