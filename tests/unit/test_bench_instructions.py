@@ -27,3 +27,19 @@ def test_counts_per_role() -> None:
 
 def test_no_counts_when_valgrind_printed_none() -> None:
     assert instructions_by_role("==1== Command: python -m benchmarks.cpu_per_request\n") == {}
+
+
+def test_log_member_variants_run_and_on_stores_every_record(tmp_path) -> None:
+    """benchmarks.log_member: each variant runs; ``on`` is the real path (its records
+    reach the log), the others never reach the database."""
+    import asyncio
+
+    from benchmarks.log_member import VARIANTS, run
+
+    from tlsgate.log.database import SqliteLogSink
+
+    for variant in VARIANTS:
+        assert asyncio.run(run(variant, 50, tmp_path)) >= 0
+        db = SqliteLogSink(tmp_path / f"{variant}.db")
+        assert db.count() == (50 if variant == "on" else 0)
+        db.close()
