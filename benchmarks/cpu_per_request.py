@@ -33,6 +33,7 @@ from tests.peers.pki import TestPKI
 from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.record import LogRecord
 from tlsgate.log.writer import LogWriter
+from tlsgate.member import tune_gc
 from tlsgate.proxy.runtime import RecordSink
 
 
@@ -95,7 +96,9 @@ async def start_tlsgate(
     work: Path, nginx: NginxServer, pki: TestPKI, *, plain: bool, log: str
 ) -> tuple[asyncio.Server, Path, LogWriter | None]:
     """tlsgate's proxy in this process, allowed to reach ``nginx``: its listener, its
-    CA certificate and its log writer (``log="daemon"``) or None (no log)."""
+    CA certificate and its log writer (``log="daemon"``) or None (no log).  The garbage
+    collector is tuned as ``tlsgate serve`` tunes it."""
+    tune_gc()
     port = nginx.port("plain" if plain else "tls")
     writer: LogWriter | None = None
     sink: RecordSink = _NoLog()

@@ -35,6 +35,7 @@ from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.database import to_wire
 from tlsgate.log.record import LogRecord
 from tlsgate.log.writer import LogWriter
+from tlsgate.member import tune_gc
 
 VARIANTS = ("off", "keep", "wire", "dumps", "on")
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.records < 1:
         parser.error("--records must be at least 1")
+    tune_gc()  # as tlsgate serve runs
     with tempfile.TemporaryDirectory() as d:
         for variant in args.variant or VARIANTS:
             cpu = asyncio.run(run(variant, args.records, Path(d)))

@@ -10,6 +10,7 @@ is flushed, the member leaves the store's member list.
 from __future__ import annotations
 
 import asyncio
+import gc
 import getpass
 import logging
 import os
@@ -17,7 +18,7 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from tlsgate import __version__
 from tlsgate.config.home import Home
@@ -179,7 +180,23 @@ async def _start_admin(opts: ServeOptions, home: Home, runtime: Runtime) -> Admi
     return admin
 
 
+GC_YOUNG_THRESHOLD: Final = 10_000
+"""The garbage collector's young-generation threshold while serving (Python's default is
+700).  Web Proxy log records live until their batch is flushed (up to a second), so at
+700 each is scanned by a few young collections first; counted with valgrind
+(BENCHMARKS.md): ~4,000 instructions per record with the log on, and per request 424.5k
+-> 418.7k with the log, 395.9k -> 393.5k without.  Cycles are still collected, after
+10,000 net new container objects instead of 700."""
+
+
+def tune_gc() -> None:
+    """Set :data:`GC_YOUNG_THRESHOLD`, keeping the older generations' thresholds."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 async def run_member(opts: ServeOptions) -> None:
+    tune_gc()
     home = opts.home.ensure()
     ca = load_or_create_ca(home)
     file_config = load_config_file(opts.config_file) if opts.config_file else None

@@ -43,3 +43,4 @@ def test_log_member_variants_run_and_on_stores_every_record(tmp_path) -> None:
         db = SqliteLogSink(tmp_path / f"{variant}.db")
         assert db.count() == (50 if variant == "on" else 0)
         db.close()
+
