@@ -130,11 +130,17 @@ NOLOG = "tlsgate-nolog"
 
 def log_cost(results: Results, key: str = "keepalive8") -> float | None:
     """What the Web Proxy log costs, in % of ``key``'s rate: tlsgate against the same
-    proxy with ``[log] enabled = false``, best rounds of the same run."""
-    on, off = results.best(key, "tlsgate"), results.best(key, NOLOG)
-    if on is None or off is None or not off.rate:
+    proxy with ``[log] enabled = false``, as the median over rounds of the two cells of
+    the same round (measured next to each other, so a slow minute of the machine
+    weighs on both; best rounds of different minutes do not pair)."""
+    on = results.rates.get(key, {}).get("tlsgate", [])
+    off = results.rates.get(key, {}).get(NOLOG, [])
+    ratios = sorted(a.rate / b.rate for a, b in zip(on, off, strict=False) if b.rate)
+    if not ratios:
         return None
-    return (1 - on.rate / off.rate) * 100
+    mid = len(ratios) // 2
+    ratio = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return (1 - ratio) * 100
 
 
 def summary(results: Results) -> str:
@@ -159,7 +165,7 @@ def summary(results: Results) -> str:
         text += f"; tunnel {r} direct"
     cost = log_cost(results)
     if cost is not None:
-        text += f"; Web Proxy log costs {cost:.1f} % of keep-alive 8"
+        text += f"; Web Proxy log costs {cost:.1f} % of keep-alive 8 (median of rounds)"
     for mode, label in (("inspect", "idle inspected"), ("tunnel", "idle tunnel")):
         by_count = results.memory.get(mode, {}).get("tlsgate", {})
         if by_count:
