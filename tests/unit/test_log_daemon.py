@@ -326,10 +326,10 @@ def test_an_indexing_failure_backs_off_and_clears(tmp_path, capsys):
     sink = Flaky(tmp_path / "log.db")
     indexer = _Indexer(sink, 1000)
     indexer.run()
-    assert 0 < indexer.pause() <= 0.1 and indexer.delay == 0.2
+    assert 0 < indexer.pause() <= 0.1 and indexer.backoff.delay == 0.2
     indexer.run()
-    assert indexer.delay == 0.4
+    assert indexer.backoff.delay == 0.4
     assert "database is locked; indexing again in 0.2 s" in capsys.readouterr().err
     indexer.run()
-    assert indexer.pause() == 0 and indexer.delay == 0.1
+    assert indexer.pause() == 0 and indexer.backoff.delay == 0.1
     sink.close()

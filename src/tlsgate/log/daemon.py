@@ -212,30 +212,44 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(parts)
 
 
+class _Backoff:
+    """Waits after failures: 0.1 s, doubling up to 5 s; back to 0.1 s after a success."""
+
+    def __init__(self) -> None:
+        self.delay = 0.1
+
+    def next(self) -> float:
+        """The wait after this failure (the next one waits twice as long)."""
+        delay, self.delay = self.delay, min(self.delay * 2, 5.0)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = 0.1
+
+
 _R = TypeVar("_R")
 
 
 def _retrying(call: Callable[..., _R], *args: Any) -> _R:
     """``call(*args)`` until it works: the member's pipe fills meanwhile; it buffers, then
     drops and counts."""
-    delay = 0.1
+    backoff = _Backoff()
     while True:
         try:
             return call(*args)
         except StoreError as exc:
             print(f"tlsgate log daemon: {exc.one_line()}; retrying", file=sys.stderr)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            time.sleep(backoff.next())
 
 
 class _Indexer:
     """Indexes the spool a chunk at a time.  After a failure it waits before the next
-    try (0.1 s, doubling up to 5 s) while frames go on being spooled."""
+    try (:class:`_Backoff`) while frames go on being spooled."""
 
     def __init__(self, sink: SqliteLogSink, chunk: int) -> None:
         self.sink = sink
         self.chunk = chunk
-        self.delay = 0.1
+        self.backoff = _Backoff()
         self.next_try = 0.0
 
     def pause(self) -> float:
@@ -246,14 +260,15 @@ class _Indexer:
         try:
             self.sink.index_spool(self.chunk)
         except StoreError as exc:
+            wait = self.backoff.next()
             print(
-                f"tlsgate log daemon: {exc.one_line()}; indexing again in {self.delay:.1f} s",
+                f"tlsgate log daemon: {exc.one_line()}; indexing again in {wait:.1f} s",
                 file=sys.stderr,
             )
-            self.next_try = time.monotonic() + self.delay
-            self.delay = min(self.delay * 2, 5.0)
+            self.next_try = time.monotonic() + wait
         else:
-            self.delay, self.next_try = 0.1, 0.0
+            self.backoff.reset()
+            self.next_try = 0.0
 
 
 def serve(
