@@ -1,5 +1,6 @@
-"""benchmarks.instructions reads valgrind's per-process counts: the proxy and its log
-daemon, not the shells and helpers around them."""
+"""The benchmark tools beside the harness: benchmarks.instructions reads valgrind's
+per-process counts (the proxy and its log daemon, not the shells around them);
+benchmarks.log_member and benchmarks.http1_layer run the real code they measure."""
 
 from __future__ import annotations
 
@@ -44,3 +45,19 @@ def test_log_member_variants_run_and_on_stores_every_record(tmp_path) -> None:
         assert db.count() == (50 if variant == "on" else 0)
         db.close()
 
+
+
+def test_http1_layer_proxies_one_request() -> None:
+    """benchmarks.http1_layer does the proxy's real HTTP/1 work: the client's head carries
+    the server's fields, tlsgate's Via and the framing."""
+    from benchmarks.http1_layer import one_request
+
+    from tlsgate.config.model import Limits
+    from tlsgate.http1.reader import RequestReader
+
+    limits = Limits()
+    requests = RequestReader(limits, in_tunnel=True)
+    for _ in range(3):  # one reader for the connection, as in the proxy
+        head = one_request(requests, limits)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"\r\nContent-Length: 1024\r\n" in head and b"\r\nVia: 1.1 " in head
