@@ -10,6 +10,7 @@ summary line of the run it replaces moves to the list between ``<!-- history:sta
 from __future__ import annotations
 
 import re
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,12 +136,8 @@ def log_cost(results: Results, key: str = "keepalive8") -> float | None:
     weighs on both; best rounds of different minutes do not pair)."""
     on = results.rates.get(key, {}).get("tlsgate", [])
     off = results.rates.get(key, {}).get(NOLOG, [])
-    ratios = sorted(a.rate / b.rate for a, b in zip(on, off, strict=False) if b.rate)
-    if not ratios:
-        return None
-    mid = len(ratios) // 2
-    ratio = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
-    return (1 - ratio) * 100
+    ratios = [a.rate / b.rate for a, b in zip(on, off, strict=False) if b.rate]
+    return (1 - statistics.median(ratios)) * 100 if ratios else None
 
 
 def summary(results: Results) -> str:
