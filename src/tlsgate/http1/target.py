@@ -6,6 +6,7 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 import httptools
 
@@ -120,10 +121,30 @@ def parse_authority(raw: bytes, *, default_port: int | None = None) -> Authority
     return Authority(valid_host(host_part), port)
 
 
+class _Url(Protocol):
+    """What ``httptools.parse_url`` returns, as it is: its stubs say ``bytes`` where
+    an absent part is None (compiled with mypyc, the stubs' types would be enforced)."""
+
+    @property
+    def schema(self) -> bytes | None: ...
+    @property
+    def host(self) -> bytes | None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def path(self) -> bytes | None: ...
+    @property
+    def query(self) -> bytes | None: ...
+    @property
+    def fragment(self) -> bytes | None: ...
+    @property
+    def userinfo(self) -> bytes | None: ...
+
+
 def parse_absolute(raw: bytes) -> Target:
     """Parse ``http://host[:port]/path?query`` as sent to a forward proxy."""
     try:
-        url = httptools.parse_url(raw)
+        url: _Url = httptools.parse_url(raw)
     except httptools.HttpParserInvalidURLError:
         raise ProtocolError(400, "the request target is not a valid URL") from None
     scheme = (url.schema or b"").decode("ascii", "replace").lower()
@@ -131,17 +152,17 @@ def parse_absolute(raw: bytes) -> Target:
         raise ProtocolError(400, f"unsupported URL scheme {scheme!r}: use http:// or https://")
     if url.userinfo:
         raise ProtocolError(400, "userinfo (user:password@) is not allowed in a URL")
-    fragment: bytes | None = url.fragment  # the stubs say bytes; it is None when absent
-    if fragment is not None:
+    if url.fragment is not None:
         raise ProtocolError(400, "a URL sent in a request must not contain a #fragment")
-    if not url.host:
+    raw_host = url.host
+    if not raw_host:
         raise ProtocolError(400, "the URL has no host")
-    host = valid_host(b"[" + url.host + b"]" if b":" in url.host else url.host)
+    host = valid_host(b"[" + raw_host + b"]" if b":" in raw_host else raw_host)
     port = url.port if url.port is not None else DEFAULT_PORTS[scheme]
     if not 1 <= port <= 65535:
         raise ProtocolError(400, "port out of range in the request target")
     path = url.path or b"/"
-    query: bytes | None = url.query
+    query = url.query
     if query is not None:
         path += b"?" + query
     return Target(scheme, Authority(host, port), path)

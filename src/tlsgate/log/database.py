@@ -36,6 +36,9 @@ import psycopg
 from tlsgate.errors import StoreError
 from tlsgate.log.record import FIELDS, LogRecord, RecordValues, values_of
 
+_TIME_AT: Final = FIELDS.index("time")
+_AUTHENTICATED_AT: Final = FIELDS.index("authenticated")
+
 logger = logging.getLogger("tlsgate.log")
 
 TABLE: Final = "web_proxy_log"
@@ -168,10 +171,13 @@ class LogDatabase:
         return _with_index_keys(_with_time(values_of(r), self.time_param))
 
     def _record(self, row: Sequence[Any]) -> tuple[int, LogRecord]:
-        rec = LogRecord(*row[1:])
-        rec.time = self._time_value(rec.time)
-        rec.authenticated = bool(rec.authenticated)
-        return int(row[0]), rec
+        # Typed before the record is made: compiled (mypyc), LogRecord checks its
+        # field types, and the drivers give a time as a number or a naive value and a
+        # boolean as an integer.
+        values = list(row[1:])
+        values[_TIME_AT] = self._time_value(values[_TIME_AT])
+        values[_AUTHENTICATED_AT] = bool(values[_AUTHENTICATED_AT])
+        return int(row[0]), LogRecord(*values)
 
     # -- operations (each takes the lock and maps driver errors) --------------------
     def write(self, records: Sequence[LogRecord]) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
+from typing import ClassVar
 
 HIGH_WATER = 256 * 1024
 _NEVER = float("inf")
@@ -472,9 +473,9 @@ class _Deadlines:
     no read is waiting).
     """
 
-    watched: set[Connection] = set()
-    sweeper: asyncio.Task[None] | None = None
-    INTERVAL = 0.25
+    watched: ClassVar[set[Connection]] = set()
+    sweeper: ClassVar[asyncio.Task[None] | None] = None
+    INTERVAL: ClassVar[float] = 0.25
 
     @classmethod
     def watch(cls, conn: Connection) -> None:
