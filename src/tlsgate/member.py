@@ -20,15 +20,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from tlsgate import __version__
+from tlsgate import __version__, build
 from tlsgate.config.home import Home
 from tlsgate.config.loader import load_config_file
 from tlsgate.config.model import TlsgateConfig, UpstreamSettings
 from tlsgate.errors import ConfigError, StoreError
 from tlsgate.log.daemon import LogDaemonSink
-from tlsgate.log.record import LogRecord
 from tlsgate.log.sinks import LOG_DB_NAME, AnyLogSink, W3CFileSink, is_postgres_url, open_log_sink
-from tlsgate.log.writer import LogWriter, Retention
+from tlsgate.log.writer import DiscardingLogWriter, LogWriter, Retention
 from tlsgate.proxy.runtime import Runtime
 from tlsgate.proxy.server import Listen, serve_until_stopped
 from tlsgate.store.follower import ConfigFollower, MemberInfo
@@ -120,20 +119,14 @@ def _log_writer(config: TlsgateConfig, home: Home, store_url: str | None) -> Log
     sinks: list[AnyLogSink] = [main]
     if settings.w3c_directory is not None:
         sinks.append(W3CFileSink(settings.w3c_directory))
-    writer = LogWriter(
+    writer = (LogWriter if settings.enabled else DiscardingLogWriter)(
         sinks,
         max_buffer=settings.buffer_records,
         retention=Retention(
             max_age=timedelta(days=settings.retention_days), max_rows=settings.max_records
         ),
     )
-    if not settings.enabled:
-        writer.submit = _discard  # type: ignore[method-assign]
     return writer
-
-
-def _discard(record: LogRecord) -> None:
-    """``log.enabled = false``: requests are not recorded (for measurements only)."""
 
 
 async def _seed_from_file(opts: ServeOptions, file_config: TlsgateConfig) -> None:
@@ -242,11 +235,14 @@ async def run_member(opts: ServeOptions) -> None:
     live.runtime = runtime
 
     async def started(server: asyncio.Server) -> None:
+        if stale := build.stale():
+            log.warning("%s", build.stale_message(stale))
         mode = "inspection on" if runtime.inspection_enabled else "inspection off"
         log.info(
-            "tlsgate %s member %s listening on %s (%s), configuration revision %d; CA %s; "
-            "home %s; pid %d",
+            "tlsgate %s (%s) member %s listening on %s (%s), configuration revision %d; "
+            "CA %s; home %s; pid %d",
             __version__,
+            build.describe(),
             opts.member,
             opts.listen,
             mode,

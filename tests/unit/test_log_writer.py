@@ -15,7 +15,7 @@ from tlsgate.log.database import SqliteLogSink
 from tlsgate.log.query import LogQuery, run_query
 from tlsgate.log.record import LogRecord
 from tlsgate.log.sinks import W3CFileSink
-from tlsgate.log.writer import LogWriter, Retention
+from tlsgate.log.writer import DiscardingLogWriter, LogWriter, Retention
 
 
 def rec(i: int, **kw: object) -> LogRecord:
@@ -85,6 +85,24 @@ def test_records_are_written_in_batches_in_order() -> None:
     flat = [r for b in sink.batches for r in b]
     assert [r.dest_host for r in flat] == [f"h{i}.example" for i in range(4500)]
     assert sink.closed
+
+
+def test_a_discarding_writer_runs_and_records_nothing() -> None:
+    """``[log] enabled = false``: the writer starts and stops as usual, stores nothing."""
+    sink = RecordingSink()
+
+    async def main() -> None:
+        writer = DiscardingLogWriter([sink], batch_size=10, flush_interval=0.01)
+        writer.start()
+        for i in range(50):
+            writer.submit(rec(i))
+        assert writer.buffered == 0
+        await writer.flush(timeout=5)
+        await writer.stop()
+        assert writer.written == writer.dropped == 0
+
+    asyncio.run(main())
+    assert sink.batches == [] and sink.closed
 
 
 def test_a_partial_batch_is_flushed_within_the_interval() -> None:

@@ -286,3 +286,11 @@ class LogWriter:
             self.max_buffer,
         )
         self._unreported_drops = 0
+
+
+class DiscardingLogWriter(LogWriter):
+    """``[log] enabled = false``: runs as a writer does, records nothing (for
+    measurements: the Web Proxy log's cost is tlsgate against this)."""
+
+    def submit(self, record: LogRecord) -> None:
+        pass
