@@ -35,6 +35,7 @@ missing_packages() {
     command -v "$PYTHON" >/dev/null 2>&1 || missing+=(python3)
     "$PYTHON" -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
     "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+    command -v "$PYTHON" >/dev/null 2>&1 && missing+=($(compile_packages_missing))  # mypyc
     echo "${missing[*]}"
 }
 
@@ -67,7 +68,10 @@ if [ ! -x "$VENV/bin/mitmdump" ] || [ ! -x "$VENV/bin/proxy" ]; then
 fi
 
 allow_system_pip || true  # PEP 668: scripts/lib.sh
-say "pip install -e . ($("$PYTHON" -V 2>&1))"
+# Compiled (mypyc), as scripts/install.sh installs it; TLSGATE_COMPILE=no measures the
+# pure-Python build.
+export TLSGATE_COMPILE="${TLSGATE_COMPILE:-yes}"
+say "pip install -e . ($("$PYTHON" -V 2>&1), TLSGATE_COMPILE=$TLSGATE_COMPILE)"
 "$PYTHON" -m pip install "${pip_args[@]}" -e .
 
 say "python -m benchmarks.run $*"

@@ -20,6 +20,22 @@ command -v "$PYTHON" >/dev/null 2>&1 \
 "$PYTHON" -m pip --version >/dev/null 2>&1 \
     || die "pip is missing for $PYTHON; install it with: apt-get install python3-pip"
 
+# setup.py compiles the per-request modules with mypyc (about twice as fast) when a C
+# compiler and Python's headers are there: as root with apt, install them; otherwise it
+# installs pure Python and says so (docs/install.md).
+missing="$(compile_packages_missing)"
+if [ -n "$missing" ] && [ "${TLSGATE_COMPILE:-auto}" != no ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing what compiling needs: $missing"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        # shellcheck disable=SC2086  # a list of package names
+        apt-get install -y -q --no-install-recommends $missing
+    else
+        say "note: no $missing: tlsgate will run as pure Python (slower); see docs/install.md"
+    fi
+fi
+
 # On a machine dedicated to tlsgate, into /usr/local even under PEP 668 (scripts/lib.sh).
 pip_args=(--disable-pip-version-check --no-input)
 if allow_system_pip; then
@@ -35,7 +51,7 @@ if command -v pyenv >/dev/null 2>&1; then
 fi
 
 bindir="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
-say "installed: $bindir/tlsgate"
+say "installed: $bindir/tlsgate ($(cd / && "$PYTHON" -c 'import tlsgate.build as b; print(b.describe())'))"
 if ! command -v tlsgate >/dev/null 2>&1; then
     say "note: $bindir is not on PATH; run $bindir/tlsgate or add it to PATH"
 fi

@@ -15,3 +15,17 @@ PY
     fi
     return 1
 }
+
+# Debian packages setup.py needs to compile tlsgate's per-request modules with mypyc
+# (docs/install.md, "Compiled modules"): a C compiler, the C library's headers and the
+# headers of $PYTHON. Prints the missing ones (none: empty).
+compile_packages_missing() {
+    local missing=()
+    command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+    [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+    "$PYTHON" - <<'PY' || missing+=(python3-dev)
+import pathlib, sys, sysconfig
+sys.exit(0 if (pathlib.Path(sysconfig.get_paths()["include"]) / "Python.h").exists() else 1)
+PY
+    echo "${missing[*]}"
+}

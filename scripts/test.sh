@@ -20,7 +20,10 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 # and ssl modules built in (checked below), which the nginx test peer uses.
 # chromium: the admin console's browser tests (Playwright drives /usr/bin/chromium; no
 # 'playwright install' and no browser download).
-APT_PACKAGES=(nginx apache2 postgresql curl openssl ca-certificates python3 python3-pip chromium)
+# gcc, libc6-dev, python3-dev: setup.py compiles the per-request modules (mypyc), and
+# the suite runs against them (then the unit tests again against pure Python).
+APT_PACKAGES=(nginx apache2 postgresql curl openssl ca-certificates python3 python3-pip chromium
+              gcc libc6-dev python3-dev)
 
 missing_programs() {
     local missing=()
@@ -34,6 +37,7 @@ missing_programs() {
     command -v runuser >/dev/null 2>&1 || missing+=(runuser)
     command -v "$PYTHON" >/dev/null 2>&1 || missing+=("$PYTHON")
     "$PYTHON" -m pip --version >/dev/null 2>&1 || missing+=(pip)
+    command -v "$PYTHON" >/dev/null 2>&1 && missing+=($(compile_packages_missing))
     echo "${missing[*]}"
 }
 
@@ -73,7 +77,9 @@ done
 
 pip_args=(--disable-pip-version-check --no-input --quiet)
 allow_system_pip || true  # PEP 668: scripts/lib.sh
-say "pip install -e '.[test]' ($("$PYTHON" -V 2>&1))"
+# Compiled (mypyc) unless TLSGATE_COMPILE=no: then the whole suite runs on pure Python.
+export TLSGATE_COMPILE="${TLSGATE_COMPILE:-yes}"
+say "pip install -e '.[test]' ($("$PYTHON" -V 2>&1), TLSGATE_COMPILE=$TLSGATE_COMPILE)"
 "$PYTHON" -m pip install "${pip_args[@]}" -e '.[test]'
 
 say "ruff check src tests"
@@ -82,5 +88,25 @@ say "ruff check src tests"
 say "mypy (strict, src/tlsgate)"
 "$PYTHON" -m mypy
 
-say "pytest $*"
+if [ "$TLSGATE_COMPILE" = no ]; then
+    export TLSGATE_EXPECT_BUILD=pure
+else
+    export TLSGATE_EXPECT_BUILD=compiled
+fi
+say "pytest $* ($TLSGATE_EXPECT_BUILD)"
 "$PYTHON" -m pytest "$@"
+
+# The whole suite ran against the compiled modules; the unit tests run again against
+# the same sources as pure Python (what an install without a C compiler runs), from a
+# copy of src/ without the compiled files. Only for a full run (no pytest arguments).
+if [ "$TLSGATE_EXPECT_BUILD" = compiled ] && [ "$#" -eq 0 ]; then
+    pure="$(mktemp -d)"
+    cp -r src "$pure/src"
+    find "$pure/src" -name '*.so' -delete
+    say "pytest tests/unit (pure Python, from a copy of src/ without compiled modules)"
+    status=0
+    PYTHONPATH="$pure/src" TLSGATE_EXPECT_BUILD=pure "$PYTHON" -m pytest -q tests/unit \
+        || status=$?
+    rm -rf "$pure"
+    exit "$status"
+fi

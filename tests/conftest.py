@@ -7,6 +7,7 @@ happens. Tests under ``tests/e2e/`` are marked ``e2e`` automatically, so
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,8 +18,28 @@ from tests.peers.apache import ApacheServer
 from tests.peers.nginx import NginxServer
 from tests.peers.pki import CertPair, TestPKI
 from tests.peers.postgres import PostgresServer
+from tlsgate import build
 
 _E2E_DIR = Path(__file__).parent / "e2e"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test old code: compiled modules older than their sources (an editable
+    install not rebuilt), or not the build scripts/test.sh asked for."""
+    if stale := build.stale():
+        pytest.exit(f"tlsgate: {build.stale_message(stale)}", returncode=2)
+    expected = os.environ.get("TLSGATE_EXPECT_BUILD")
+    actual = "compiled" if build.compiled() else "pure"
+    if expected and expected != actual:
+        fix = {
+            "compiled": "TLSGATE_COMPILE=yes pip install -e .",
+            "pure": "TLSGATE_COMPILE=no pip install -e .",
+        }.get(expected, "TLSGATE_EXPECT_BUILD is 'compiled' or 'pure'")
+        pytest.exit(
+            f"tlsgate: expected the {expected} modules, but {build.describe()} is loaded "
+            f"({fix})",
+            returncode=2,
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

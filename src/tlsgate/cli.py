@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from tlsgate import __version__
+from tlsgate import __version__, build
 from tlsgate.admin.commands import admin
 from tlsgate.commands.ca import ca
 from tlsgate.commands.inspection import inspection
@@ -23,7 +23,9 @@ from tlsgate.errors import TlsgateError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="tlsgate")
+@click.version_option(
+    __version__, prog_name="tlsgate", message=f"%(prog)s %(version)s ({build.describe()})"
+)
 def cli() -> None:
     """tlsgate: a forward web proxy that inspects HTTPS and knows when it must not."""
 

@@ -1,0 +1,62 @@
+"""How this installation runs its per-request modules: compiled by mypyc, or pure Python.
+
+``setup.py`` compiles them when it can (``TLSGATE_COMPILE``, docs/install.md).  An
+editable install builds the compiled modules next to their sources, and Python then
+loads the compiled one: edit the source and the old code keeps running until the next
+``pip install -e .``.  :func:`stale` finds those, so ``tlsgate serve`` can say so and
+the test suite can refuse to test old code.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+_PROBE = _PACKAGE / "http1" / "reader.py"
+_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def _extensions(package: Path) -> list[Path]:
+    return [p for p in package.rglob("*.so") if p.name.endswith(_SUFFIXES)]
+
+
+def _source_of(extension: Path) -> Path:
+    name = extension.name
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            return extension.with_name(name[: -len(suffix)] + ".py")
+    return extension.with_suffix(".py")
+
+
+def compiled() -> bool:
+    """True when the per-request modules are the compiled ones."""
+    import tlsgate.http1.reader as probe  # the first module setup.py compiles
+
+    return Path(probe.__file__ or "").resolve() != _PROBE
+
+
+def describe() -> str:
+    """``compiled with mypyc`` or ``pure Python``, as ``tlsgate --version`` shows it."""
+    return "compiled with mypyc" if compiled() else "pure Python"
+
+
+def stale(package: Path = _PACKAGE) -> list[str]:
+    """Modules whose compiled form is older than their source, in a checkout (an
+    editable install; an installed wheel's files carry no meaningful times)."""
+    if not (package.parent.parent / "setup.py").exists():
+        return []
+    out = []
+    for ext in _extensions(package):
+        source = _source_of(ext)
+        if source.exists() and source.stat().st_mtime > ext.stat().st_mtime:
+            out.append(str(source.relative_to(package.parent)))
+    return sorted(out)
+
+
+def stale_message(modules: list[str]) -> str:
+    return (
+        f"compiled modules are older than their sources ({', '.join(modules)}): the old "
+        "code runs; rebuild with 'pip install -e .', or set TLSGATE_COMPILE=no for "
+        "pure Python (docs/install.md)"
+    )
