@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from tests.peers.pki import TestPKI
 from tests.peers.ports import free_port, wait_for_port
 
 from benchmarks.system import command_version, die_with_parent, tree_pids
+
+ROOT = Path(__file__).resolve().parent.parent
 
 Mode = Literal["inspect", "tunnel"]
 HOST = "127.0.0.1"
@@ -378,15 +381,20 @@ class Tlsgate(ProxyKind):
     ``serve --workers N`` (named ``tlsgate-Nw`` in the tables).  ``log=False``: the
     same with ``[log] enabled = false`` (``tlsgate-nolog``), measured beside it so that
     each run tells what the Web Proxy log costs (issue 6: < 5 %); an idle connection
-    has no log record, so it is left out of the memory workload."""
+    has no log record, so it is left out of the memory workload.  ``pure=True``: the
+    same sources run as pure Python (``tlsgate-pure``), from a copy of ``src/`` without
+    the compiled modules, so that each run shows what compiling with mypyc gains."""
 
     program = "tlsgate"
 
-    def __init__(self, workers: int = 1, *, log: bool = True) -> None:
+    def __init__(self, workers: int = 1, *, log: bool = True, pure: bool = False) -> None:
         self.workers = workers
-        self.log = self.memory = log
+        self.log = log
+        self.pure = pure
+        self.memory = log and not pure
         name = "tlsgate" if workers == 1 else f"tlsgate-{workers}w"
-        self.name = name if log else f"{name}-nolog"
+        name = name if log else f"{name}-nolog"
+        self.name = f"{name}-pure" if pure else name
 
     def missing(self) -> str | None:
         try:
@@ -395,15 +403,31 @@ class Tlsgate(ProxyKind):
             return "tlsgate is not installed: pip install -e . (scripts/bench.sh does)"
         return None
 
+    def _pure_source(self, directory: Path) -> Path:
+        """A copy of ``src/`` without compiled modules, for ``PYTHONPATH``."""
+        copy = directory / "pure-src"
+        if not copy.exists():
+            ignore = shutil.ignore_patterns("*.so", "__pycache__")
+            shutil.copytree(ROOT / "src", copy, ignore=ignore)
+        return copy
+
     def version(self) -> str:
-        version = command_version(
-            [sys.executable, "-c", "import tlsgate; print(tlsgate.__version__)"]
-        )
-        root = Path(__file__).resolve().parent.parent
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "PYTHONPATH": str(self._pure_source(Path(tmp)))}
+            version = command_version(
+                [
+                    sys.executable,
+                    "-c",
+                    "import tlsgate, tlsgate.build as b; print(tlsgate.__version__, b.describe())",
+                ],
+                env=env if self.pure else None,
+            )
+        root = ROOT
         commit = command_version(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
         dirty = command_version(["git", "-C", str(root), "status", "--porcelain", "src"])
         changes = ", with uncommitted changes in src/" if dirty not in ("", "unknown") else ""
-        return f"tlsgate {version} (commit {commit}{changes})"
+        number, _, build = version.partition(" ")
+        return f"tlsgate {number} ({build}, commit {commit}{changes})"
 
     def start(self, mode: Mode, setting: Setting) -> ProxyProcess:
         d = self._dir(setting, mode)
@@ -427,6 +451,8 @@ class Tlsgate(ProxyKind):
         if self.workers > 1:
             args += ["--workers", str(self.workers)]
         env = {k: v for k, v in os.environ.items() if k not in ("TLSGATE_HOME", "TLSGATE_STORE")}
+        if self.pure:
+            env["PYTHONPATH"] = str(self._pure_source(d))
 
         def client_ca() -> Path:
             if mode == "tunnel":
@@ -438,6 +464,14 @@ class Tlsgate(ProxyKind):
 
 KINDS: dict[str, ProxyKind] = {
     k.name: k
-    for k in (Squid(), Mitmproxy(), ProxyPy(), Tlsgate(), Tlsgate(log=False), Tlsgate(workers=2))
+    for k in (
+        Squid(),
+        Mitmproxy(),
+        ProxyPy(),
+        Tlsgate(),
+        Tlsgate(log=False),
+        Tlsgate(pure=True),
+        Tlsgate(workers=2),
+    )
 }
 """Every proxy the harness knows, in table order (Squid first: ratios are to Squid)."""

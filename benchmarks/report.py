@@ -127,17 +127,24 @@ def cpu_table(results: Results) -> list[str]:
 
 
 NOLOG = "tlsgate-nolog"
+PURE = "tlsgate-pure"
+
+
+def paired_ratio(results: Results, a: str, b: str, key: str = "keepalive8") -> float | None:
+    """``a``'s rate over ``b``'s in ``key``, as the median over rounds of the two cells
+    of the same round (measured next to each other, so a slow minute of the machine
+    weighs on both; best rounds of different minutes do not pair)."""
+    first = results.rates.get(key, {}).get(a, [])
+    second = results.rates.get(key, {}).get(b, [])
+    ratios = [x.rate / y.rate for x, y in zip(first, second, strict=False) if y.rate]
+    return statistics.median(ratios) if ratios else None
 
 
 def log_cost(results: Results, key: str = "keepalive8") -> float | None:
     """What the Web Proxy log costs, in % of ``key``'s rate: tlsgate against the same
-    proxy with ``[log] enabled = false``, as the median over rounds of the two cells of
-    the same round (measured next to each other, so a slow minute of the machine
-    weighs on both; best rounds of different minutes do not pair)."""
-    on = results.rates.get(key, {}).get("tlsgate", [])
-    off = results.rates.get(key, {}).get(NOLOG, [])
-    ratios = [a.rate / b.rate for a, b in zip(on, off, strict=False) if b.rate]
-    return (1 - statistics.median(ratios)) * 100 if ratios else None
+    proxy with ``[log] enabled = false`` (:func:`paired_ratio`)."""
+    ratio = paired_ratio(results, "tlsgate", NOLOG, key)
+    return None if ratio is None else (1 - ratio) * 100
 
 
 def summary(results: Results) -> str:
@@ -163,6 +170,9 @@ def summary(results: Results) -> str:
     cost = log_cost(results)
     if cost is not None:
         text += f"; Web Proxy log costs {cost:.1f} % of keep-alive 8 (median of rounds)"
+    gain = paired_ratio(results, "tlsgate", PURE)
+    if gain is not None:
+        text += f"; compiled {gain:.2f}{TIMES} pure Python in keep-alive 8 (median of rounds)"
     for mode, label in (("inspect", "idle inspected"), ("tunnel", "idle tunnel")):
         by_count = results.memory.get(mode, {}).get("tlsgate", {})
         if by_count:

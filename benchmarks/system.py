@@ -124,11 +124,13 @@ def machine_description() -> str:
     )
 
 
-def command_version(args: list[str], *, line_with: str = "") -> str:
+def command_version(
+    args: list[str], *, line_with: str = "", env: dict[str, str] | None = None
+) -> str:
     """First line of a ``--version`` style output (stdout or stderr) containing
     ``line_with``; ``"not installed"`` when the program is missing."""
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return "not installed"
     for line in (done.stdout + done.stderr).splitlines():

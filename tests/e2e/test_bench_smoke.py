@@ -14,7 +14,9 @@ from benchmarks.load import run_curl, run_newconn
 from benchmarks.report import (
     HISTORY_START,
     NOLOG,
+    PURE,
     log_cost,
+    paired_ratio,
     render_markdown,
     summary,
     update_benchmarks_md,
@@ -24,6 +26,7 @@ from benchmarks.workloads import DIRECT, RATE_KEYS
 
 from tests.peers.nginx import NginxServer
 from tests.peers.pki import TestPKI
+from tlsgate import build
 
 MEMORY_COUNT = 20
 
@@ -36,7 +39,7 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def results(bench_dir: Path) -> Results:
     options = Options(
-        proxies=["tlsgate", NOLOG],
+        proxies=["tlsgate", NOLOG, PURE],
         duration=1.5,
         rounds=1,
         memory_counts=[MEMORY_COUNT],
@@ -46,7 +49,7 @@ def results(bench_dir: Path) -> Results:
     return run_benchmark(options)
 
 
-@pytest.mark.parametrize("target", ["tlsgate", NOLOG, DIRECT])
+@pytest.mark.parametrize("target", ["tlsgate", NOLOG, PURE, DIRECT])
 @pytest.mark.parametrize("workload", RATE_KEYS)
 def test_workload_completes_checked_responses(results: Results, workload: str, target: str) -> None:
     [sample] = results.rates[workload][target]
@@ -96,9 +99,20 @@ def test_the_log_is_measured_on_and_off(results: Results, bench_dir: Path) -> No
     assert NOLOG not in results.memory["inspect"]  # an idle connection has no record
 
 
+def test_pure_runs_the_same_sources_uncompiled(results: Results) -> None:
+    """``tlsgate-pure`` runs as pure Python; tlsgate as installed (compiled when
+    scripts/test.sh built it so); the summary gives the gain."""
+    assert "(pure Python," in results.versions[PURE]
+    if build.compiled():
+        assert "(compiled with mypyc," in results.versions["tlsgate"]
+    gain = paired_ratio(results, "tlsgate", PURE)
+    assert gain is not None and f"compiled {gain:.2f}" in summary(results)
+    assert PURE not in results.memory["inspect"]
+
+
 def test_report_and_benchmarks_md(results: Results, tmp_path: Path) -> None:
     text = render_markdown(results)
-    assert f"| workload | tlsgate | {NOLOG} | direct |" in text
+    assert f"| workload | tlsgate | {NOLOG} | {PURE} | direct |" in text
     assert "keep-alive inspected HTTPS" in text
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nhand-written intro\n")
