@@ -20,9 +20,10 @@ command -v "$PYTHON" >/dev/null 2>&1 \
 "$PYTHON" -m pip --version >/dev/null 2>&1 \
     || die "pip is missing for $PYTHON; install it with: apt-get install python3-pip"
 
-# setup.py compiles the per-request modules with mypyc (about twice as fast) when a C
-# compiler and Python's headers are there: as root with apt, install them; otherwise it
-# installs pure Python and says so (docs/install.md).
+# setup.py compiles the per-request modules with mypyc (fewer instructions per
+# request: BENCHMARKS.md, "Compiled with mypyc") when a C compiler and Python's headers
+# are there: as root with apt, install them; otherwise it installs pure Python and says
+# so (docs/install.md).
 missing="$(compile_packages_missing)"
 if [ -n "$missing" ] && [ "${TLSGATE_COMPILE:-auto}" != no ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
