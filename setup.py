@@ -53,8 +53,8 @@ def _missing() -> str | None:
         import mypyc.build  # noqa: F401
     except ImportError:
         return "mypyc (pip install mypy)"
-    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(os.environ.get("CC", cc).split()[0]) is None:
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
         return f"a C compiler ({cc}; apt-get install gcc)"
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
         return "Python's C headers (apt-get install python3-dev)"
