@@ -4,7 +4,7 @@ The metadata lives in pyproject.toml; this file only adds the compiled extension
 ``TLSGATE_COMPILE`` chooses (docs/install.md, "Compiled modules"):
 
     auto (default)  compile when mypyc, a C compiler and Python's headers are at hand,
-                    otherwise install pure Python and say why
+                    otherwise (or if mypyc fails) install pure Python and say why
     yes             compile, or fail the install saying what is missing
     no              pure Python
 
@@ -90,7 +90,18 @@ def _ext_modules() -> list[object]:
         return []
     from mypyc.build import mypycify
 
-    return list(mypycify(COMPILED, opt_level="3", group_name="tlsgate"))
+    try:
+        return list(mypycify(COMPILED, opt_level="3", group_name="tlsgate"))
+    except SystemExit as exc:  # mypyc's type check failed (it printed the errors)
+        if mode == "yes":
+            raise
+        print(
+            f"tlsgate: installing pure Python (slower): mypyc failed ({exc.code}); "
+            "see docs/install.md",
+            file=sys.stderr,
+        )
+        _remove_built_in_place()
+        return []
 
 
 setup(ext_modules=_ext_modules())
