@@ -68,6 +68,13 @@ def _remove_built_in_place() -> None:
         path.unlink()
 
 
+def _pure(why: str) -> list[object]:
+    """``auto`` could not compile: say why, and build pure Python."""
+    print(f"tlsgate: installing pure Python (slower): {why}; see docs/install.md", file=sys.stderr)
+    _remove_built_in_place()
+    return []
+
+
 def _ext_modules() -> list[object]:
     mode = os.environ.get("TLSGATE_COMPILE", "auto").strip().lower() or "auto"
     if mode not in MODES:
@@ -81,13 +88,7 @@ def _ext_modules() -> list[object]:
     if missing is not None:
         if mode == "yes":
             sys.exit(f"tlsgate: cannot compile (TLSGATE_COMPILE=yes): missing {missing}")
-        print(
-            f"tlsgate: installing pure Python (slower): missing {missing}; "
-            "see docs/install.md",
-            file=sys.stderr,
-        )
-        _remove_built_in_place()
-        return []
+        return _pure(f"missing {missing}")
     from mypyc.build import mypycify
 
     try:
@@ -95,13 +96,7 @@ def _ext_modules() -> list[object]:
     except SystemExit as exc:  # mypyc's type check failed (it printed the errors)
         if mode == "yes":
             raise
-        print(
-            f"tlsgate: installing pure Python (slower): mypyc failed ({exc.code}); "
-            "see docs/install.md",
-            file=sys.stderr,
-        )
-        _remove_built_in_place()
-        return []
+        return _pure(f"mypyc failed ({exc.code})")
 
 
 setup(ext_modules=_ext_modules())
