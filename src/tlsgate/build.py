@@ -10,6 +10,7 @@ the test suite can refuse to test old code.
 from __future__ import annotations
 
 import importlib.machinery
+from collections.abc import Iterator
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -17,21 +18,17 @@ _PROBE = _PACKAGE / "http1" / "reader.py"
 _SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
 
-def _extensions(package: Path) -> list[Path]:
-    return [p for p in package.rglob("*.so") if p.name.endswith(_SUFFIXES)]
-
-
-def _source_of(extension: Path) -> Path:
-    name = extension.name
-    for suffix in _SUFFIXES:
-        if name.endswith(suffix):
-            return extension.with_name(name[: -len(suffix)] + ".py")
-    return extension.with_suffix(".py")
+def _compiled_with_sources(package: Path) -> Iterator[tuple[Path, Path]]:
+    """Each compiled module under ``package`` with the source it was built from."""
+    for ext in package.rglob("*.so"):
+        suffix = next((s for s in _SUFFIXES if ext.name.endswith(s)), None)
+        if suffix is not None:
+            yield ext, ext.with_name(ext.name[: -len(suffix)] + ".py")
 
 
 def compiled() -> bool:
     """True when the per-request modules are the compiled ones."""
-    import tlsgate.http1.reader as probe  # the first module setup.py compiles
+    import tlsgate.http1.reader as probe  # one of setup.py's COMPILED modules
 
     return Path(probe.__file__ or "").resolve() != _PROBE
 
@@ -47,8 +44,7 @@ def stale(package: Path = _PACKAGE) -> list[str]:
     if not (package.parent.parent / "setup.py").exists():
         return []
     out = []
-    for ext in _extensions(package):
-        source = _source_of(ext)
+    for ext, source in _compiled_with_sources(package):
         if source.exists() and source.stat().st_mtime > ext.stat().st_mtime:
             out.append(str(source.relative_to(package.parent)))
     return sorted(out)
