@@ -412,19 +412,14 @@ class Tlsgate(ProxyKind):
         return copy
 
     def version(self) -> str:
+        ask = "import tlsgate, tlsgate.build as b; print(tlsgate.__version__, b.describe())"
         with tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "PYTHONPATH": str(self._pure_source(Path(tmp)))}
-            version = command_version(
-                [
-                    sys.executable,
-                    "-c",
-                    "import tlsgate, tlsgate.build as b; print(tlsgate.__version__, b.describe())",
-                ],
-                env=env if self.pure else None,
-            )
-        root = ROOT
-        commit = command_version(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
-        dirty = command_version(["git", "-C", str(root), "status", "--porcelain", "src"])
+            env = None
+            if self.pure:  # asked of the copy the pure kind runs from
+                env = {**os.environ, "PYTHONPATH": str(self._pure_source(Path(tmp)))}
+            version = command_version([sys.executable, "-c", ask], env=env)
+        commit = command_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+        dirty = command_version(["git", "-C", str(ROOT), "status", "--porcelain", "src"])
         changes = ", with uncommitted changes in src/" if dirty not in ("", "unknown") else ""
         number, _, build = version.partition(" ")
         return f"tlsgate {number} ({build}, commit {commit}{changes})"

@@ -119,14 +119,13 @@ def _log_writer(config: TlsgateConfig, home: Home, store_url: str | None) -> Log
     sinks: list[AnyLogSink] = [main]
     if settings.w3c_directory is not None:
         sinks.append(W3CFileSink(settings.w3c_directory))
-    writer = (LogWriter if settings.enabled else DiscardingLogWriter)(
+    return (LogWriter if settings.enabled else DiscardingLogWriter)(
         sinks,
         max_buffer=settings.buffer_records,
         retention=Retention(
             max_age=timedelta(days=settings.retention_days), max_rows=settings.max_records
         ),
     )
-    return writer
 
 
 async def _seed_from_file(opts: ServeOptions, file_config: TlsgateConfig) -> None:
