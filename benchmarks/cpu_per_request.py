@@ -30,11 +30,13 @@ from tests.peers.inprocess import start_proxy
 from tests.peers.nginx import NginxServer
 from tests.peers.pki import TestPKI
 
+from tlsgate import eventloop
 from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.record import LogRecord
 from tlsgate.log.writer import LogWriter
 from tlsgate.member import tune_gc
 from tlsgate.proxy.runtime import RecordSink
+from tlsgate.proxy.server import Listening
 
 
 class _NoLog:
@@ -94,7 +96,7 @@ async def cpu_rounds(
 
 async def start_tlsgate(
     work: Path, nginx: NginxServer, pki: TestPKI, *, plain: bool, log: str
-) -> tuple[asyncio.Server, Path, LogWriter | None]:
+) -> tuple[Listening, Path, LogWriter | None]:
     """tlsgate's proxy in this process, allowed to reach ``nginx``: its listener, its
     CA certificate and its log writer (``log="daemon"``) or None (no log).  The garbage
     collector is tuned as ``tlsgate serve`` tunes it."""
@@ -131,6 +133,7 @@ def rounds_parser(doc: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="per round (20000)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop", choices=eventloop.CHOICES, default="auto", help="(auto)")
     return parser
 
 
@@ -146,7 +149,7 @@ def run_measure(
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         work = Path(tmp)
         with peers(work) as (pki, nginx):
-            asyncio.run(measure(args, work, nginx, pki))
+            eventloop.run(eventloop.choose(args.loop), measure(args, work, nginx, pki))
     return 0
 
 

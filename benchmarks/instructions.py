@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tlsgate.eventloop import CHOICES
+
 ROOT = Path(__file__).resolve().parent.parent
 _COMMAND = re.compile(r"^==(\d+)== Command: (.*)$", re.MULTILINE)
 _REFS = re.compile(r"^==(\d+)== I\s+refs:\s+([\d,]+)$", re.MULTILINE)
@@ -42,7 +44,7 @@ def instructions_by_role(valgrind_output: str) -> dict[str, int]:
     return counts
 
 
-def count(requests: int, log: str, plain: bool) -> dict[str, int]:
+def count(requests: int, log: str, plain: bool, loop: str = "auto") -> dict[str, int]:
     """One run of ``cpu_per_request`` (a warm-up pass and one round: 2 x ``requests``)."""
     cmd = [
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes",
@@ -50,7 +52,7 @@ def count(requests: int, log: str, plain: bool) -> dict[str, int]:
         "--cachegrind-out-file=/dev/null",
         sys.executable, "-m", "benchmarks.cpu_per_request",
         "--requests", str(requests), "--rounds", "1", "--log", log,
-        *(["--plain"] if plain else []),
+        "--loop", loop, *(["--plain"] if plain else []),
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
     if out.returncode != 0 or "best:" not in out.stdout:
@@ -69,18 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1000, help="N (1000): runs N and 3N")
     parser.add_argument("--log", choices=["off", "daemon"], default="off")
     parser.add_argument("--plain", action="store_true", help="plain HTTP instead of inspected")
+    parser.add_argument("--loop", choices=CHOICES, default="auto", help="event loop (auto)")
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be at least 1")
     if shutil.which("valgrind") is None:
         sys.exit("benchmarks.instructions: valgrind not found: apt-get install valgrind")
-    small = count(args.requests, args.log, args.plain)
-    large = count(3 * args.requests, args.log, args.plain)
+    small = count(args.requests, args.log, args.plain, args.loop)
+    large = count(3 * args.requests, args.log, args.plain, args.loop)
     measured = 2 * (3 * args.requests - args.requests)  # each run: warm-up + one round
     scheme = "http" if args.plain else "https"
     for role in sorted(large):
         per = (large[role] - small.get(role, 0)) / measured
-        print(f"{role}: {per:,.0f} instructions per request ({scheme}, log {args.log})")
+        setting = f"{scheme}, log {args.log}, {args.loop}"
+        print(f"{role}: {per:,.0f} instructions per request ({setting})")
     return 0
 
 

@@ -383,18 +383,24 @@ class Tlsgate(ProxyKind):
     each run tells what the Web Proxy log costs (issue 6: < 5 %); an idle connection
     has no log record, so it is left out of the memory workload.  ``pure=True``: the
     same sources run as pure Python (``tlsgate-pure``), from a copy of ``src/`` without
-    the compiled modules, so that each run shows what compiling with mypyc gains."""
+    the compiled modules, so that each run shows what compiling with mypyc gains.
+    ``loop="asyncio"``: ``--event-loop asyncio`` instead of the default uvloop
+    (``tlsgate-asyncio``), to show what the event loop in C gains."""
 
     program = "tlsgate"
 
-    def __init__(self, workers: int = 1, *, log: bool = True, pure: bool = False) -> None:
+    def __init__(
+        self, workers: int = 1, *, log: bool = True, pure: bool = False, loop: str = "auto"
+    ) -> None:
         self.workers = workers
         self.log = log
         self.pure = pure
-        self.memory = log and not pure
+        self.loop = loop
+        self.memory = log and not pure and loop == "auto"
         name = "tlsgate" if workers == 1 else f"tlsgate-{workers}w"
         name = name if log else f"{name}-nolog"
-        self.name = f"{name}-pure" if pure else name
+        name = f"{name}-pure" if pure else name
+        self.name = name if loop == "auto" else f"{name}-{loop}"
 
     def missing(self) -> str | None:
         try:
@@ -412,7 +418,10 @@ class Tlsgate(ProxyKind):
         return copy
 
     def version(self) -> str:
-        ask = "import tlsgate, tlsgate.build as b; print(tlsgate.__version__, b.describe())"
+        ask = (
+            "import tlsgate, tlsgate.build as b, tlsgate.eventloop as e; "
+            f"print(tlsgate.__version__, b.describe() + ', ' + e.choose({self.loop!r}).describe())"
+        )
         with tempfile.TemporaryDirectory() as tmp:
             env = None
             if self.pure:  # asked of the copy the pure kind runs from
@@ -434,6 +443,7 @@ class Tlsgate(ProxyKind):
             "--home", str(home),
             "--upstream-ca", str(setting.pki.ca_cert),
             "--log-level", "warning",
+            "--event-loop", self.loop,
         ]
         config = setting.tlsgate_config(d)
         if config is not None:
@@ -466,6 +476,7 @@ KINDS: dict[str, ProxyKind] = {
         Tlsgate(),
         Tlsgate(log=False),
         Tlsgate(pure=True),
+        Tlsgate(loop="asyncio"),
         Tlsgate(workers=2),
     )
 }

@@ -128,6 +128,7 @@ def cpu_table(results: Results) -> list[str]:
 
 NOLOG = "tlsgate-nolog"
 PURE = "tlsgate-pure"
+ASYNCIO = "tlsgate-asyncio"
 
 
 def paired_ratio(results: Results, a: str, b: str, key: str = "keepalive8") -> float | None:
@@ -173,6 +174,9 @@ def summary(results: Results) -> str:
     gain = paired_ratio(results, "tlsgate", PURE)
     if gain is not None:
         text += f"; compiled {gain:.2f}{TIMES} pure Python in keep-alive 8 (median of rounds)"
+    gain = paired_ratio(results, "tlsgate", ASYNCIO)
+    if gain is not None:
+        text += f"; uvloop {gain:.2f}{TIMES} asyncio's loop in keep-alive 8 (median of rounds)"
     for mode, label in (("inspect", "idle inspected"), ("tunnel", "idle tunnel")):
         by_count = results.memory.get(mode, {}).get("tlsgate", {})
         if by_count:

@@ -29,7 +29,7 @@ from tlsgate.log.daemon import LogDaemonSink
 from tlsgate.log.sinks import LOG_DB_NAME, AnyLogSink, W3CFileSink, is_postgres_url, open_log_sink
 from tlsgate.log.writer import DiscardingLogWriter, LogWriter, Retention
 from tlsgate.proxy.runtime import Runtime
-from tlsgate.proxy.server import Listen, serve_until_stopped
+from tlsgate.proxy.server import Listen, Listening, serve_until_stopped
 from tlsgate.store.follower import ConfigFollower, MemberInfo
 from tlsgate.store.store import LearnedException, open_store
 from tlsgate.tls.ca import LeafMinter, load_or_create_ca
@@ -62,6 +62,8 @@ class ServeOptions:
     """``tlsgate`` arguments a worker is started with (``--listen`` is added)."""
     worker_index: int = 0
     """Set in a worker process (2…N): share the port, start no workers."""
+    event_loop: str = "asyncio event loop"
+    """What runs this member (eventloop.EventLoop.describe), for the start-up line."""
 
 
 DEFAULT_ADMIN = Listen("127.0.0.1", 8081)
@@ -233,15 +235,16 @@ async def run_member(opts: ServeOptions) -> None:
     runtime.revision = revision
     live.runtime = runtime
 
-    async def started(server: asyncio.Server) -> None:
+    async def started(server: Listening) -> None:
         if stale := build.stale():
             log.warning("%s", build.stale_message(stale))
         mode = "inspection on" if runtime.inspection_enabled else "inspection off"
         log.info(
-            "tlsgate %s (%s) member %s listening on %s (%s), configuration revision %d; "
+            "tlsgate %s (%s, %s) member %s listening on %s (%s), configuration revision %d; "
             "CA %s; home %s; pid %d",
             __version__,
             build.describe(),
+            opts.event_loop,
             opts.member,
             opts.listen,
             mode,
@@ -253,7 +256,7 @@ async def run_member(opts: ServeOptions) -> None:
 
     workers: Workers | None = None
 
-    async def start_workers(server: asyncio.Server) -> None:
+    async def start_workers(server: Listening) -> None:
         nonlocal workers
         await started(server)
         if opts.workers > 1:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from benchmarks.load import run_curl, run_newconn
 from benchmarks.report import (
+    ASYNCIO,
     HISTORY_START,
     NOLOG,
     PURE,
@@ -39,7 +40,7 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def results(bench_dir: Path) -> Results:
     options = Options(
-        proxies=["tlsgate", NOLOG, PURE],
+        proxies=["tlsgate", NOLOG, PURE, ASYNCIO],
         duration=1.5,
         rounds=1,
         memory_counts=[MEMORY_COUNT],
@@ -49,7 +50,7 @@ def results(bench_dir: Path) -> Results:
     return run_benchmark(options)
 
 
-@pytest.mark.parametrize("target", ["tlsgate", NOLOG, PURE, DIRECT])
+@pytest.mark.parametrize("target", ["tlsgate", NOLOG, PURE, ASYNCIO, DIRECT])
 @pytest.mark.parametrize("workload", RATE_KEYS)
 def test_workload_completes_checked_responses(results: Results, workload: str, target: str) -> None:
     [sample] = results.rates[workload][target]
@@ -110,9 +111,19 @@ def test_pure_runs_the_same_sources_uncompiled(results: Results) -> None:
     assert PURE not in results.memory["inspect"]
 
 
+def test_asyncio_runs_on_asyncios_own_loop(results: Results) -> None:
+    """``tlsgate-asyncio`` runs on asyncio's loop, tlsgate on uvloop; the summary gives
+    what the loop in C gains."""
+    assert ", asyncio event loop," in results.versions[ASYNCIO]
+    assert ", uvloop " in results.versions["tlsgate"]
+    gain = paired_ratio(results, "tlsgate", ASYNCIO)
+    assert gain is not None and f"uvloop {gain:.2f}" in summary(results)
+    assert ASYNCIO not in results.memory["inspect"]
+
+
 def test_report_and_benchmarks_md(results: Results, tmp_path: Path) -> None:
     text = render_markdown(results)
-    assert f"| workload | tlsgate | {NOLOG} | {PURE} | direct |" in text
+    assert f"| workload | tlsgate | {NOLOG} | {PURE} | {ASYNCIO} | direct |" in text
     assert "keep-alive inspected HTTPS" in text
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nhand-written intro\n")

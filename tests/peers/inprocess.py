@@ -6,14 +6,13 @@ records themselves) or to count only the proxy's own CPU time.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from tlsgate.config.home import Home
 from tlsgate.config.loader import parse_config
 from tlsgate.config.model import UpstreamSettings
 from tlsgate.proxy.runtime import RecordSink, Runtime
-from tlsgate.proxy.server import Listen, start_listener
+from tlsgate.proxy.server import Listen, Listening, start_listener
 from tlsgate.tls.ca import LeafMinter, load_or_create_ca
 
 
@@ -25,7 +24,7 @@ async def start_proxy(
     *,
     timeouts: dict[str, float] | None = None,
     member: str = "test",
-) -> tuple[Runtime, asyncio.Server, Path]:
+) -> tuple[Runtime, Listening, Path]:
     """A proxy on 127.0.0.1 (an ephemeral port) whose one rule, "Allow web access",
     allows Internal clients anywhere and CONNECT to ``connect_ports``; it trusts
     ``upstream_ca`` for servers.  Returns the runtime, the listener and the CA

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from tlsgate import eventloop
 from tlsgate.commands.common import Home, home_option, store_option
 from tlsgate.errors import UsageError
 from tlsgate.member import DEFAULT_ADMIN, ServeOptions, run_member
@@ -79,6 +79,15 @@ def _listen(_ctx: click.Context, _param: click.Parameter, value: str) -> Listen:
     metavar="N",
     help="Processes accepting on the --listen port (SO_REUSEPORT); one core each.",
 )
+@click.option(
+    "--event-loop",
+    type=click.Choice(eventloop.CHOICES),
+    default="auto",
+    show_default=True,
+    envvar="TLSGATE_EVENT_LOOP",
+    help="uvloop (in C, faster) or asyncio's own; auto: uvloop when it is installed. "
+    "Also $TLSGATE_EVENT_LOOP.",
+)
 @click.option("--worker", "worker_index", type=int, default=0, hidden=True)
 @click.option(
     "--log-level",
@@ -98,6 +107,7 @@ def serve(
     admin: str | None,
     admin_tls: bool,
     workers: int,
+    event_loop: str,
     worker_index: int,
     home: Home,
     store_url: str | None,
@@ -123,11 +133,12 @@ def serve(
         # A worker started by a supervisor (workers.py): no console, no more workers.
         admin_listen, workers = None, 1
     command = ["serve", "--home", str(home.root), "--member", name, "--log-level", log_level]
-    command += ["--admin", "off"]
+    command += ["--admin", "off", "--event-loop", event_loop]
     if upstream_ca is not None:
         command += ["--upstream-ca", str(upstream_ca.resolve())]
     if no_inspect:
         command.append("--no-inspect")
+    loop = eventloop.choose(event_loop)
     opts = ServeOptions(
         home=home,
         listen=listen,
@@ -142,8 +153,9 @@ def serve(
         workers=workers,
         worker_command=tuple(command),
         worker_index=worker_index,
+        event_loop=loop.describe(),
     )
-    asyncio.run(run_member(opts))
+    eventloop.run(loop, run_member(opts))
 
 
 __all__ = ["serve"]

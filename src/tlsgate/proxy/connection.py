@@ -1,10 +1,11 @@
 """One TCP connection as an asyncio Protocol, with TLS through our own MemoryBIO pump.
 
 asyncio's SSL transport keeps two 256 KiB buffers per connection (~570 KiB idle) and
-uvloop's lost data when servers closed (``REFERENCE.md``), so TLS runs here over a plain
-TCP transport: ciphertext goes into an ``ssl.MemoryBIO``, plaintext comes out of the
-``SSLObject``.  The same object can be switched to TLS after it has carried plaintext
-(CONNECT, then the client's ClientHello) and spliced to another connection for a tunnel.
+uvloop's SSL transport lost data when servers closed (``REFERENCE.md``), so TLS runs here
+over a plain TCP transport (asyncio's or uvloop's, see ``tlsgate.eventloop``):
+ciphertext goes into an ``ssl.MemoryBIO``, plaintext comes out of the ``SSLObject``.
+The same object can be switched to TLS after it has carried plaintext (CONNECT, then the
+client's ClientHello) and spliced to another connection for a tunnel.
 
 Reads are awaitable (``await conn.read()``); writes are immediate with ``drain()`` for
 backpressure.  Reading pauses when unconsumed plaintext exceeds ``HIGH_WATER``.
@@ -16,11 +17,27 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol, cast
 
 HIGH_WATER = 256 * 1024
 _NEVER = float("inf")
 TLS_READ = 256 * 1024
+
+
+class Transport(Protocol):
+    """What a connection uses of its TCP transport.  A Protocol rather than
+    ``asyncio.Transport``: compiled code checks concrete classes at run time, and an
+    event loop in C (uvloop) has transports of its own classes."""
+
+    def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
 class Connection(asyncio.Protocol):
@@ -53,7 +70,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        self.transport: Transport | None = None
         self._buf: list[bytes] = []  # a list: 56 bytes empty, a deque ~620
         self._buf_size = 0
         self._eof = False
@@ -81,9 +98,8 @@ class Connection(asyncio.Protocol):
         self._kicked = False
 
     # -- asyncio.Protocol -----------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def connection_made(self, transport: Any) -> None:
+        self.transport = cast(Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = (str(peer[0]), int(peer[1]))

@@ -11,8 +11,9 @@ import errno
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from tlsgate.errors import ConfigError
 from tlsgate.proxy.connection import Connection
@@ -32,12 +33,21 @@ class ClientConnection(Connection):
         self._runtime = runtime
         self._task: asyncio.Task[None] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._task = asyncio.get_running_loop().create_task(Session(self._runtime, self).run())
+
+
+class Listening(Protocol):
+    """A listening server: ``asyncio.Server``, or an event loop's own class in C (whose
+    ``sockets`` is a list, and which compiled code would refuse as ``asyncio.Server``)."""
+
+    @property
+    def sockets(self) -> Sequence[socket.socket]: ...
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +69,7 @@ class Listen:
 
 async def start_listener(
     runtime: Runtime, listen: Listen, *, reuse_port: bool = False
-) -> asyncio.Server:
+) -> Listening:
     """Listen on ``listen``; ``reuse_port``: share the port with other worker processes."""
     loop = asyncio.get_running_loop()
     try:
@@ -77,10 +87,11 @@ async def start_listener(
             f"cannot listen on {listen}: {why}",
             fix="stop the other process or choose another address with --listen HOST:PORT",
         ) from None
-    for sock in server.sockets:
+    listening = cast(Listening, server)
+    for sock in listening.sockets:
         addr = sock.getsockname()
         runtime.add_listener((str(addr[0]), int(addr[1])))
-    return server
+    return listening
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
@@ -89,7 +100,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def drain(runtime: Runtime, server: asyncio.Server, grace: float) -> None:
+async def drain(runtime: Runtime, server: Listening, grace: float) -> None:
     """Stop accepting, close idle connections, give busy ones ``grace`` seconds."""
     server.close()
     runtime.draining = True
@@ -127,7 +138,7 @@ async def serve_until_stopped(
     runtime: Runtime,
     listen: Listen,
     *,
-    on_started: Callable[[asyncio.Server], Awaitable[None]] | None = None,
+    on_started: Callable[[Listening], Awaitable[None]] | None = None,
     on_stopping: Callable[[], None] | None = None,
     reuse_port: bool = False,
 ) -> None:
