@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,3 +70,15 @@ def curl_with_cert(client_cert, bundle: Path, url: str, proxy: TlsgateProcess, *
         url,
         proxy=proxy,
     )
+
+
+def records(proxy: TlsgateProcess, *args: str, want: int = 1, timeout: float = 10.0) -> list[dict]:
+    """Poll `tlsgate log --format json` until at least ``want`` records match."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = proxy.cli("log", "--format", "json", "--limit", "1000", *args)
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        if len(rows) >= want or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
-from tests.e2e.conftest import curl
+from tests.e2e.conftest import curl, records
 from tests.peers.tlsgate import TlsgateProcess
-
-
-def records(proxy: TlsgateProcess, *args: str, want: int = 1, timeout: float = 10.0) -> list[dict]:
-    """Poll `tlsgate log --format json` until at least ``want`` records match."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = proxy.cli("log", "--format", "json", "--limit", "1000", *args)
-        assert r.returncode == 0, r.stderr
-        rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-        if len(rows) >= want or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.2)
 
 
 def test_plain_http_record(proxy, nginx):
