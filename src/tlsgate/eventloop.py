@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -58,10 +59,19 @@ def choose(name: str) -> EventLoop:
     return EventLoop("uvloop", uvloop.new_event_loop, str(uvloop.__version__))
 
 
+def describe_running() -> str:
+    """The running loop as the start-up line names it: ``uvloop 0.23.0`` or ``asyncio
+    event loop``."""
+    module = sys.modules.get(type(asyncio.get_running_loop()).__module__.partition(".")[0])
+    if module is not None and module.__name__ == "uvloop":
+        return f"uvloop {module.__version__}"
+    return "asyncio event loop"
+
+
 def run(loop: EventLoop, main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to its end on a new event loop of this kind."""
     with asyncio.Runner(loop_factory=loop.factory) as runner:
         return runner.run(main)
 
 
-__all__ = ["CHOICES", "EventLoop", "choose", "run"]
+__all__ = ["CHOICES", "EventLoop", "choose", "describe_running", "run"]

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from tlsgate import __version__, build
+from tlsgate import __version__, build, eventloop
 from tlsgate.config.home import Home
 from tlsgate.config.loader import load_config_file
 from tlsgate.config.model import TlsgateConfig, UpstreamSettings
@@ -62,8 +62,6 @@ class ServeOptions:
     """``tlsgate`` arguments a worker is started with (``--listen`` is added)."""
     worker_index: int = 0
     """Set in a worker process (2…N): share the port, start no workers."""
-    event_loop: str = "asyncio event loop"
-    """What runs this member (eventloop.EventLoop.describe), for the start-up line."""
 
 
 DEFAULT_ADMIN = Listen("127.0.0.1", 8081)
@@ -244,7 +242,7 @@ async def run_member(opts: ServeOptions) -> None:
             "CA %s; home %s; pid %d",
             __version__,
             build.describe(),
-            opts.event_loop,
+            eventloop.describe_running(),
             opts.member,
             opts.listen,
             mode,

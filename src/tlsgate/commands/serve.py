@@ -153,7 +153,6 @@ def serve(
         workers=workers,
         worker_command=tuple(command),
         worker_index=worker_index,
-        event_loop=loop.describe(),
     )
     eventloop.run(loop, run_member(opts))
 
