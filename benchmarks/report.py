@@ -171,12 +171,11 @@ def summary(results: Results) -> str:
     cost = log_cost(results)
     if cost is not None:
         text += f"; Web Proxy log costs {cost:.1f} % of keep-alive 8 (median of rounds)"
-    gain = paired_ratio(results, "tlsgate", PURE)
-    if gain is not None:
-        text += f"; compiled {gain:.2f}{TIMES} pure Python in keep-alive 8 (median of rounds)"
-    gain = paired_ratio(results, "tlsgate", ASYNCIO)
-    if gain is not None:
-        text += f"; uvloop {gain:.2f}{TIMES} asyncio's loop in keep-alive 8 (median of rounds)"
+    gains = ((PURE, "compiled", "pure Python"), (ASYNCIO, "uvloop", "asyncio's loop"))
+    for other, this, that in gains:
+        gain = paired_ratio(results, "tlsgate", other)
+        if gain is not None:
+            text += f"; {this} {gain:.2f}{TIMES} {that} in keep-alive 8 (median of rounds)"
     for mode, label in (("inspect", "idle inspected"), ("tunnel", "idle tunnel")):
         by_count = results.memory.get(mode, {}).get("tlsgate", {})
         if by_count:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -59,13 +58,11 @@ def choose(name: str) -> EventLoop:
     return EventLoop("uvloop", uvloop.new_event_loop, str(uvloop.__version__))
 
 
-def describe_running() -> str:
-    """The running loop as the start-up line names it: ``uvloop 0.23.0`` or ``asyncio
-    event loop``."""
-    module = sys.modules.get(type(asyncio.get_running_loop()).__module__.partition(".")[0])
-    if module is not None and module.__name__ == "uvloop":
-        return f"uvloop {module.__version__}"
-    return "asyncio event loop"
+def running() -> EventLoop:
+    """The kind of the loop this runs on (the start-up line describes it)."""
+    if type(asyncio.get_running_loop()).__module__.partition(".")[0] == "uvloop":
+        return choose("uvloop")
+    return EventLoop("asyncio", None)
 
 
 def run(loop: EventLoop, main: Coroutine[Any, Any, T]) -> T:
@@ -74,4 +71,4 @@ def run(loop: EventLoop, main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-__all__ = ["CHOICES", "EventLoop", "choose", "describe_running", "run"]
+__all__ = ["CHOICES", "EventLoop", "choose", "run", "running"]

@@ -242,7 +242,7 @@ async def run_member(opts: ServeOptions) -> None:
             "CA %s; home %s; pid %d",
             __version__,
             build.describe(),
-            eventloop.describe_running(),
+            eventloop.running().describe(),
             opts.member,
             opts.listen,
             mode,

@@ -16,8 +16,8 @@ async def _loop_module() -> str:
     return type(asyncio.get_running_loop()).__module__
 
 
-async def _describe_running() -> str:
-    return eventloop.describe_running()
+async def _running() -> eventloop.EventLoop:
+    return eventloop.running()
 
 
 def test_auto_and_uvloop_run_on_uvloop() -> None:
@@ -26,14 +26,14 @@ def test_auto_and_uvloop_run_on_uvloop() -> None:
         assert loop.name == "uvloop"
         assert loop.describe() == f"uvloop {uvloop.__version__}"
         assert eventloop.run(loop, _loop_module()).startswith("uvloop")
-        assert eventloop.run(loop, _describe_running()) == loop.describe()
+        assert eventloop.run(loop, _running()) == loop
 
 
 def test_asyncio_runs_on_asyncios_own_loop() -> None:
     loop = eventloop.choose("asyncio")
     assert loop.describe() == "asyncio event loop"
     assert eventloop.run(loop, _loop_module()).startswith("asyncio")
-    assert eventloop.run(loop, _describe_running()) == "asyncio event loop"
+    assert eventloop.run(loop, _running()) == loop
 
 
 def test_without_uvloop_auto_falls_back_and_uvloop_says_how_to_fix(
