@@ -106,11 +106,12 @@ def w3c_to_record_values(row: dict[str, str]) -> dict[str, object]:
     """Map a parsed W3C row back to record field values."""
     out: dict[str, object] = {}
     by_name = dict(W3C_FIELDS)
+    defaults = LogRecord()
     for name, field in by_name.items():
         if name in ("date", "time"):
             continue
         raw = row[name]
-        current = LogRecord.__dataclass_fields__[field].default
+        current = getattr(defaults, field)
         if isinstance(current, bool):
             out[field] = raw == "Y"
         elif field == "cache_info":
@@ -335,3 +336,18 @@ def test_request_ids_are_short_hex_and_unique() -> None:
     ids = {new_request_id() for _ in range(10000)}
     assert len(ids) == 10000
     assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+
+
+def test_record_parameters_are_the_fields_in_order() -> None:
+    """``LogRecord.__init__`` is written out (for speed): positional values land in the
+    fields of the same position, so ``LogRecord(*values_of(r))`` rebuilds ``r``."""
+    rec = LogRecord()
+    values = [
+        f"value {i}" if isinstance(getattr(rec, f), str) else getattr(rec, f)
+        for i, f in enumerate(FIELDS)
+    ]
+    values = [i + 1000 if type(v) is int else v for i, v in enumerate(values)]
+    rebuilt = LogRecord(*values)  # type: ignore[arg-type]
+    assert [getattr(rebuilt, f) for f in FIELDS] == values
+    assert LogRecord(**{f: getattr(rebuilt, f) for f in FIELDS}) == rebuilt  # type: ignore[arg-type]
+    assert LogRecord().request_id != LogRecord().request_id  # a fresh id each time

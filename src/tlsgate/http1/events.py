@@ -40,7 +40,12 @@ Framing.CHUNKED = Framing("CHUNKED")
 Framing.CLOSE = Framing("CLOSE")
 
 
-@dataclass(slots=True)
+# The events made for every message write their ``__init__`` out: mypyc compiles it,
+# where the one ``dataclass`` generates is interpreted (see LogRecord; a request head
+# 0.5 -> 0.1 us).  The dataclass still gives them equality and a repr.
+
+
+@dataclass(slots=True, init=False)
 class RequestHead:
     method: bytes
     raw_target: bytes
@@ -59,8 +64,36 @@ class RequestHead:
     upgrade: bytes | None
     """The protocol named in ``Upgrade`` when the client asked for one (``websocket``)."""
 
+    def __init__(
+        self,
+        method: bytes,
+        raw_target: bytes,
+        version: tuple[int, int],
+        headers: Headers,
+        fields: Fields,
+        keep_alive: bool,
+        framing: Framing,
+        length: int,
+        expect_continue: bool,
+        connect: Authority | None,
+        target: Target | None,
+        upgrade: bytes | None,
+    ) -> None:
+        self.method = method
+        self.raw_target = raw_target
+        self.version = version
+        self.headers = headers
+        self.fields = fields
+        self.keep_alive = keep_alive
+        self.framing = framing
+        self.length = length
+        self.expect_continue = expect_continue
+        self.connect = connect
+        self.target = target
+        self.upgrade = upgrade
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ResponseHead:
     status: int
     reason: bytes
@@ -71,10 +104,33 @@ class ResponseHead:
     framing: Framing
     length: int
 
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        version: tuple[int, int],
+        headers: Headers,
+        fields: Fields,
+        keep_alive: bool,
+        framing: Framing,
+        length: int,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.fields = fields
+        self.keep_alive = keep_alive
+        self.framing = framing
+        self.length = length
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class BodyData:
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, Final
@@ -38,53 +38,130 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class LogRecord:
-    """Every field of TMG's Web Proxy log plus tlsgate's own (see docs/log.md)."""
+    """Every field of TMG's Web Proxy log plus tlsgate's own (see docs/log.md).
 
-    request_id: str = field(default_factory=new_request_id)
-    time: datetime = field(default_factory=_utcnow)
+    ``__init__`` is written out: mypyc compiles it, where the one ``dataclass`` makes
+    is interpreted (2.2 -> 0.9 us per record, one made per request).  Its parameters
+    are the fields in declaration order with their defaults; a test keeps them so.
+    """
+
+    request_id: str
+    time: datetime
     """Start of the request (UTC, timezone-aware)."""
-    member: str = ""
+    member: str
     """s-computername: the array member (host name) that handled the request."""
-    log_type: str = LOG_TYPE_FORWARD
-    client_ip: str = ""
-    client_port: int = 0
-    user: str = "anonymous"
-    authenticated: bool = False
-    agent: str = ""
-    referrer: str = ""
-    dest_host: str = ""
-    dest_ip: str = ""
-    dest_port: int = 0
-    time_taken_ms: int = 0
-    bytes_sent: int = 0
+    log_type: str
+    client_ip: str
+    client_port: int
+    user: str
+    authenticated: bool
+    agent: str
+    referrer: str
+    dest_host: str
+    dest_ip: str
+    dest_port: int
+    time_taken_ms: int
+    bytes_sent: int
     """sc-bytes: bytes sent to the client."""
-    bytes_received: int = 0
+    bytes_received: int
     """cs-bytes: bytes received from the client."""
-    protocol: str = "http"
+    protocol: str
     """``http``, ``https-inspect``, ``SSL-tunnel`` or ``https``."""
-    transport: str = "TCP"
-    method: str = ""
-    url: str = ""
-    mime_type: str = ""
-    object_source: int = 0
+    transport: str
+    method: str
+    url: str
+    mime_type: str
+    object_source: int
     """One of :data:`OBJECT_SOURCES`."""
-    status: int = 0
+    status: int
     """An HTTP status or a status catalogue code (:mod:`tlsgate.status`)."""
-    cache_info: int = 0
-    rule: str = ""
-    filter_info: str = ""
-    source_network: str = ""
-    dest_network: str = ""
-    error_info: str = ""
-    action: str = "Allowed"
+    cache_info: int
+    rule: str
+    filter_info: str
+    source_network: str
+    dest_network: str
+    error_info: str
+    action: str
     """``Allowed``, ``Denied`` or ``Failed``."""
-    inspection: str = "none"
+    inspection: str
     """``inspect``, ``tunnel``, ``deny`` or ``none`` (plain HTTP)."""
-    inspection_reason: str = ""
-    tls_version: str = ""
-    upstream_cert_subject: str = ""
+    inspection_reason: str
+    tls_version: str
+    upstream_cert_subject: str
+
+    def __init__(
+        self,
+        request_id: str | None = None,
+        time: datetime | None = None,
+        member: str = "",
+        log_type: str = LOG_TYPE_FORWARD,
+        client_ip: str = "",
+        client_port: int = 0,
+        user: str = "anonymous",
+        authenticated: bool = False,
+        agent: str = "",
+        referrer: str = "",
+        dest_host: str = "",
+        dest_ip: str = "",
+        dest_port: int = 0,
+        time_taken_ms: int = 0,
+        bytes_sent: int = 0,
+        bytes_received: int = 0,
+        protocol: str = "http",
+        transport: str = "TCP",
+        method: str = "",
+        url: str = "",
+        mime_type: str = "",
+        object_source: int = 0,
+        status: int = 0,
+        cache_info: int = 0,
+        rule: str = "",
+        filter_info: str = "",
+        source_network: str = "",
+        dest_network: str = "",
+        error_info: str = "",
+        action: str = "Allowed",
+        inspection: str = "none",
+        inspection_reason: str = "",
+        tls_version: str = "",
+        upstream_cert_subject: str = "",
+    ) -> None:
+        self.request_id = new_request_id() if request_id is None else request_id
+        self.time = _utcnow() if time is None else time
+        self.member = member
+        self.log_type = log_type
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.user = user
+        self.authenticated = authenticated
+        self.agent = agent
+        self.referrer = referrer
+        self.dest_host = dest_host
+        self.dest_ip = dest_ip
+        self.dest_port = dest_port
+        self.time_taken_ms = time_taken_ms
+        self.bytes_sent = bytes_sent
+        self.bytes_received = bytes_received
+        self.protocol = protocol
+        self.transport = transport
+        self.method = method
+        self.url = url
+        self.mime_type = mime_type
+        self.object_source = object_source
+        self.status = status
+        self.cache_info = cache_info
+        self.rule = rule
+        self.filter_info = filter_info
+        self.source_network = source_network
+        self.dest_network = dest_network
+        self.error_info = error_info
+        self.action = action
+        self.inspection = inspection
+        self.inspection_reason = inspection_reason
+        self.tls_version = tls_version
+        self.upstream_cert_subject = upstream_cert_subject
 
 
 # Every field, in declaration order: sinks and formats iterate over this.
