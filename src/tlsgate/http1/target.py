@@ -17,11 +17,17 @@ _HOSTNAME = re.compile(rb"^(?=.{1,253}$)" + _LABEL + rb"(?:\." + _LABEL + rb")*\
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Authority:
     host: str
     """Lower-case name or IP literal without brackets."""
     port: int
+
+    def __init__(self, host: str, port: int) -> None:
+        # Written out so mypyc compiles it (a dataclass's own is interpreted; made per
+        # plain-HTTP request); frozen, so through object.__setattr__.
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
 
     @property
     def is_ip(self) -> bool:
@@ -34,7 +40,7 @@ class Authority:
         return f"{self.host_for_url()}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Target:
     """An absolute-form request target split for forwarding."""
 
@@ -42,6 +48,11 @@ class Target:
     authority: Authority
     path: bytes
     """origin-form: path plus ``?query``; ``/`` or ``*`` at least."""
+
+    def __init__(self, scheme: str, authority: Authority, path: bytes) -> None:
+        object.__setattr__(self, "scheme", scheme)  # as Authority's
+        object.__setattr__(self, "authority", authority)
+        object.__setattr__(self, "path", path)
 
     @property
     def url(self) -> str:

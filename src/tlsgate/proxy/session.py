@@ -36,10 +36,10 @@ from tlsgate.http1.target import Authority
 from tlsgate.log.record import OBJECT_SOURCE_INTERNET, LogRecord
 from tlsgate.policy import inspection
 from tlsgate.policy.access import ANONYMOUS, SELF_REASON, AccessFacts
-from tlsgate.policy.auth import parse_proxy_authorization
+from tlsgate.policy.auth import NO_CREDENTIALS, parse_proxy_authorization
 from tlsgate.proxy.connection import Connection
 from tlsgate.proxy.runtime import Runtime
-from tlsgate.proxy.upstream import UpstreamKey, connect, tls_version
+from tlsgate.proxy.upstream import UpstreamKey, connect, tls_version, upstream_key
 from tlsgate.status import lookup
 from tlsgate.tls.clienthello import ClientHello, ClientHelloReader, MalformedClientHello, NotTLS
 from tlsgate.tls.upstream import classify_tls_error, client_cert_requested, verification_detail
@@ -376,7 +376,7 @@ class Session:
             authority, scheme, path = head.target.authority, head.target.scheme, head.target.path
             host_header = head.target.host_header()
             sni = None if authority.is_ip else authority.host
-            key = UpstreamKey(scheme, authority.host, authority.port, sni)
+            key = upstream_key(scheme, authority.host, authority.port, sni)
             rec.protocol = "http" if scheme == "http" else "https"
             rec.url = head.target.url
         rec.dest_host, rec.dest_port = authority.host, authority.port
@@ -423,7 +423,9 @@ class Session:
         if tunnel is None:
             # Inside an inspected tunnel the user is the one who authenticated the CONNECT.
             header = head.fields.get(b"proxy-authorization")
-            res = rt.auth.authenticate_cached(ip, header)
+            # authenticate_cached is interpreted (auth.py is not compiled): skip the call
+            # for the common request without credentials.
+            res = NO_CREDENTIALS if header is None else rt.auth.authenticate_cached(ip, header)
             if res is None:  # an argon2 hash: tens of ms, off the event loop
                 loop = asyncio.get_running_loop()
                 res = await loop.run_in_executor(None, rt.auth.authenticate, ip, header)
@@ -846,7 +848,7 @@ class Session:
 
         sni = hello.sni
         server_name = sni or authority.host
-        key = UpstreamKey(
+        key = upstream_key(
             "https",
             authority.host,
             authority.port,

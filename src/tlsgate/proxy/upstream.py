@@ -21,12 +21,18 @@ from tlsgate.proxy.connection import Connection, open_connection
 
 class UpstreamKey(NamedTuple):
     """A pool key.  A tuple: hashed in C twice per pooled request (a frozen dataclass's
-    generated ``__hash__`` is a Python call)."""
+    generated ``__hash__`` is a Python call).  Make one with :func:`upstream_key`."""
 
     scheme: str
     host: str
     port: int
     sni: str | None
+
+
+def upstream_key(scheme: str, host: str, port: int, sni: str | None) -> UpstreamKey:
+    """An :class:`UpstreamKey` built by ``tuple.__new__`` (C): the ``__new__`` NamedTuple
+    generates is interpreted, one call per plain-HTTP request."""
+    return tuple.__new__(UpstreamKey, (scheme, host, port, sni))
 
 
 def network_error(exc: BaseException, authority: Authority) -> UpstreamError:
