@@ -231,6 +231,10 @@ def _read_line(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
     return proc.stdout.readline()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_follow_shows_a_new_record_and_ends_cleanly_on_ctrl_c(home: Path) -> None:
     src = str(Path(tlsgate.__file__).resolve().parent.parent)
     env = {
@@ -254,6 +258,10 @@ def test_follow_shows_a_new_record_and_ends_cleanly_on_ctrl_c(home: Path) -> Non
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # Ctrl-C as at a terminal, even when the suite itself runs with SIGINT ignored
+        # (a background job of a non-interactive shell inherits that, and so would the
+        # child: Python leaves an ignored SIGINT ignored).
+        preexec_fn=_default_sigint,
     )
     try:
         assert json.loads(_read_line(proc))["request_id"] == "00000000000000c3"
