@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -72,13 +72,22 @@ def curl_with_cert(client_cert, bundle: Path, url: str, proxy: TlsgateProcess, *
     )
 
 
-def records(proxy: TlsgateProcess, *args: str, want: int = 1, timeout: float = 10.0) -> list[dict]:
-    """Poll `tlsgate log --format json` until at least ``want`` records match."""
+def records(
+    proxy: TlsgateProcess,
+    *args: str,
+    want: int = 1,
+    timeout: float = 10.0,
+    matching: Callable[[dict], bool] | None = None,
+) -> list[dict]:
+    """Poll `tlsgate log --format json ARGS` until at least ``want`` records match (the
+    filter ARGS, and ``matching`` when given); the matching records (fewer at timeout)."""
     deadline = time.monotonic() + timeout
     while True:
         r = proxy.cli("log", "--format", "json", "--limit", "1000", *args)
         assert r.returncode == 0, r.stderr
         rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        if matching is not None:
+            rows = [row for row in rows if matching(row)]
         if len(rows) >= want or time.monotonic() > deadline:
             return rows
         time.sleep(0.2)

@@ -51,20 +51,17 @@ def _sent(nginx: NginxServer, path: str) -> int:
     return sum(f'"GET {path} HTTP/1.1" 200' in line for line in nginx.access_log_lines())
 
 
-def _logged(proxy: TlsgateProcess, mode: str, want: int, timeout: float = 10.0) -> int:
+def _logged(proxy: TlsgateProcess, mode: str, want: int) -> int:
     """The Web Proxy log's records of these downloads (the GETs when inspected, the
     CONNECTs when tunnelled: a tunnel's record is written when it closes), polled until
-    there are ``want`` of them or ``timeout`` runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = records(proxy)
+    there are ``want`` of them or 10 s have passed."""
+
+    def download(r: dict) -> bool:
         if mode == "inspect":
-            found = sum(r["method"] == "GET" and "/close/" in r["url"] for r in rows)
-        else:
-            found = sum(r["method"] == "CONNECT" and r["status"] == 200 for r in rows)
-        if found >= want or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
+            return bool(r["method"] == "GET" and "/close/" in r["url"])
+        return bool(r["method"] == "CONNECT" and r["status"] == 200)
+
+    return len(records(proxy, want=want, matching=download))
 
 
 def _read_head(sock: socket.socket | ssl.SSLSocket) -> tuple[bytes, bytes]:

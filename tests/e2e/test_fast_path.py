@@ -213,19 +213,22 @@ def test_keep_alive_requests_take_the_fast_path_and_log_like_the_task(
     assert fast.protocol == "https-inspect" and fast.rule == "Allow web access"
 
 
-def _interpreted_tlsgate(frame: Any) -> str | None:
+_SOURCES = str(Path(build.__file__).parent)
+
+
+def _interpreted_tlsgate(frame: Any, compiled: bool) -> str | None:
     """The name of a tlsgate function ``frame`` runs in the interpreter, or None.
 
     A method ``dataclasses`` or ``NamedTuple`` generated (code from ``<string>``) is
-    interpreted even in a compiled module; with the compiled build, any tlsgate source
-    frame is interpreted."""
+    interpreted even in a compiled module; with the ``compiled`` build, any tlsgate
+    source frame is interpreted."""
     code = frame.f_code
     if code.co_filename == "<string>":  # generated: a dataclass's self, a NamedTuple's _cls
         owner = frame.f_locals.get("self", frame.f_locals.get("_cls"))
         cls = owner if isinstance(owner, type) else type(owner)
         if cls.__module__.startswith("tlsgate."):
             return f"{cls.__qualname__}.{code.co_name} (generated)"
-    if build.compiled() and code.co_filename.startswith(str(Path(build.__file__).parent)):
+    if compiled and code.co_filename.startswith(_SOURCES):
         return f"{code.co_filename}:{code.co_firstlineno} {code.co_qualname}"
     return None
 
@@ -233,9 +236,10 @@ def _interpreted_tlsgate(frame: Any) -> str | None:
 async def interpreted_calls(work: Callable[[], Awaitable[None]]) -> Counter[str]:
     """The tlsgate functions run interpreted (see above) while ``work`` runs."""
     seen: Counter[str] = Counter()
+    compiled = build.compiled()  # once: the hook sees every frame
 
     def profile(frame: Any, event: str, _: object) -> None:
-        if event == "call" and (name := _interpreted_tlsgate(frame)) is not None:
+        if event == "call" and (name := _interpreted_tlsgate(frame, compiled)) is not None:
             seen[name] += 1
 
     sys.setprofile(profile)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 from tests.e2e.conftest import curl, records
 from tests.peers.tlsgate import TlsgateProcess
@@ -46,13 +45,9 @@ def test_inspected_and_tunnel_and_failure_records(proxy, nginx, client_cert, tru
     curl(f"http://127.0.0.1:{closed}/log-refused", proxy=proxy)
 
     def find(pred):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            hits = [r for r in records(proxy) if pred(r)]
-            if hits:
-                return hits[-1]
-            time.sleep(0.2)
-        raise AssertionError("record not found")
+        hits = records(proxy, matching=pred)
+        assert hits, "record not found"
+        return hits[-1]
 
     rec = find(lambda r: r["url"].endswith("/1k.bin?log-inspect"))
     assert rec["protocol"] == "https-inspect" and rec["status"] == 200

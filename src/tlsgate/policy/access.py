@@ -67,8 +67,8 @@ class AccessFacts:
     scheme, host, port and path (with query).
 
     Made once per request, so ``__init__`` is written out for mypyc to compile: a
-    frozen dataclass's interpreted one cost 1.1 us (see :class:`~tlsgate.log.record.
-    LogRecord`).  Treat it as immutable.
+    frozen dataclass's interpreted one cost 1.1 us (see ``LogRecord``).  Treat it as
+    immutable.
     """
 
     source_ip: str
