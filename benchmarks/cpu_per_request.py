@@ -45,10 +45,11 @@ class _NoLog:
 
 
 @contextmanager
-def peers(work: Path) -> Iterator[tuple[TestPKI, NginxServer]]:
-    """The test PKI and an nginx with a TLS and a plain block serving ``/1k.bin``."""
+def peers(work: Path, *, big_files: bool = False) -> Iterator[tuple[TestPKI, NginxServer]]:
+    """The test PKI and an nginx with a TLS and a plain block serving ``/1k.bin`` (and
+    ``/10m.bin`` with ``big_files``)."""
     pki = TestPKI(work / "pki")
-    nginx = NginxServer(work / "nginx", client_ca=pki.ca_cert)
+    nginx = NginxServer(work / "nginx", client_ca=pki.ca_cert, big_files=big_files)
     nginx.add_server("tls", tls=pki.preset("valid"), protocols=("TLSv1.2", "TLSv1.3"))
     nginx.add_server("plain")
     nginx.start()
@@ -65,16 +66,19 @@ def url_file(work: Path, url: str, requests: int) -> Path:
     return urls
 
 
-async def curl_round(proxy_port: int, ca_cert: Path, urls: Path) -> int:
-    """One ``curl --parallel-max 8`` pass through the proxy; the failed responses."""
+async def curl_round(
+    proxy_port: int, ca_cert: Path, urls: Path, *, parallel: int = 8, size: int = 1024
+) -> int:
+    """One ``curl --parallel-max PARALLEL`` pass through the proxy; the failed responses
+    (not status 200 with ``size`` bytes)."""
     proc = await asyncio.create_subprocess_exec(
-        "curl", "-s", "--parallel", "--parallel-max", "8",
+        "curl", "-s", "--parallel", "--parallel-max", str(parallel),
         "-x", f"http://127.0.0.1:{proxy_port}", "--cacert", str(ca_cert),
         "-w", "%{http_code} %{size_download}\n", "-K", str(urls),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     out, _ = await proc.communicate()
-    return sum(1 for line in out.decode().splitlines() if line != "200 1024")
+    return sum(1 for line in out.decode().splitlines() if line != f"200 {size}")
 
 
 async def cpu_rounds(
@@ -141,14 +145,19 @@ Measure = Callable[[argparse.Namespace, Path, NginxServer, TestPKI], Coroutine[A
 
 
 def run_measure(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, measure: Measure, prefix: str
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    measure: Measure,
+    prefix: str,
+    *,
+    big_files: bool = False,
 ) -> int:
     """Check the rounds, then ``measure`` with the peers running in a temporary directory."""
     if args.requests < 1 or args.rounds < 1:
         parser.error("--requests and --rounds must be at least 1")
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         work = Path(tmp)
-        with peers(work) as (pki, nginx):
+        with peers(work, big_files=big_files) as (pki, nginx):
             eventloop.run(eventloop.choose(args.loop), measure(args, work, nginx, pki))
     return 0
 

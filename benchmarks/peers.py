@@ -385,21 +385,31 @@ class Tlsgate(ProxyKind):
     same sources run as pure Python (``tlsgate-pure``), from a copy of ``src/`` without
     the compiled modules, so that each run shows what compiling with mypyc gains.
     ``loop="asyncio"``: ``--event-loop asyncio`` instead of the default uvloop
-    (``tlsgate-asyncio``), to show what the event loop in C gains."""
+    (``tlsgate-asyncio``), to show what the event loop in C gains.  ``malloc="default"``:
+    ``--malloc default`` (``tlsgate-stockmalloc``): glibc's allocator as it is, to show
+    what keeping freed memory for the next buffer gains (src/tlsgate/malloc.py)."""
 
     program = "tlsgate"
 
     def __init__(
-        self, workers: int = 1, *, log: bool = True, pure: bool = False, loop: str = "auto"
+        self,
+        workers: int = 1,
+        *,
+        log: bool = True,
+        pure: bool = False,
+        loop: str = "auto",
+        malloc: str = "tuned",
     ) -> None:
         self.workers = workers
         self.log = log
         self.pure = pure
         self.loop = loop
-        self.memory = log and not pure and loop == "auto"
+        self.malloc = malloc
+        self.memory = log and not pure and loop == "auto" and malloc == "tuned"
         name = "tlsgate" if workers == 1 else f"tlsgate-{workers}w"
         name = name if log else f"{name}-nolog"
         name = f"{name}-pure" if pure else name
+        name = name if malloc == "tuned" else f"{name}-stockmalloc"
         self.name = name if loop == "auto" else f"{name}-{loop}"
 
     def missing(self) -> str | None:
@@ -419,8 +429,9 @@ class Tlsgate(ProxyKind):
 
     def version(self) -> str:
         ask = (
-            "import tlsgate, tlsgate.build as b, tlsgate.eventloop as e; "
-            f"print(tlsgate.__version__, b.describe() + ', ' + e.choose({self.loop!r}).describe())"
+            "import tlsgate, tlsgate.build as b, tlsgate.eventloop as e, tlsgate.malloc as m; "
+            f"print(tlsgate.__version__, b.describe() + ', ' + e.choose({self.loop!r}).describe()"
+            f" + ', ' + m.tune({self.malloc!r}))"
         )
         with tempfile.TemporaryDirectory() as tmp:
             env = None
@@ -444,6 +455,7 @@ class Tlsgate(ProxyKind):
             "--upstream-ca", str(setting.pki.ca_cert),
             "--log-level", "warning",
             "--event-loop", self.loop,
+            "--malloc", self.malloc,
         ]
         config = setting.tlsgate_config(d)
         if config is not None:
@@ -477,6 +489,7 @@ KINDS: dict[str, ProxyKind] = {
         Tlsgate(log=False),
         Tlsgate(pure=True),
         Tlsgate(loop="asyncio"),
+        Tlsgate(malloc="default"),
         Tlsgate(workers=2),
     )
 }

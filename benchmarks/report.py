@@ -129,6 +129,7 @@ def cpu_table(results: Results) -> list[str]:
 NOLOG = "tlsgate-nolog"
 PURE = "tlsgate-pure"
 ASYNCIO = "tlsgate-asyncio"
+STOCK_MALLOC = "tlsgate-stockmalloc"
 
 
 def paired_ratio(results: Results, a: str, b: str, key: str = "keepalive8") -> float | None:
@@ -171,11 +172,15 @@ def summary(results: Results) -> str:
     cost = log_cost(results)
     if cost is not None:
         text += f"; Web Proxy log costs {cost:.1f} % of keep-alive 8 (median of rounds)"
-    gains = ((PURE, "compiled", "pure Python"), (ASYNCIO, "uvloop", "asyncio's loop"))
-    for other, this, that in gains:
-        gain = paired_ratio(results, "tlsgate", other)
+    gains = (
+        (PURE, "compiled", "pure Python", "keepalive8", "keep-alive 8"),
+        (ASYNCIO, "uvloop", "asyncio's loop", "keepalive8", "keep-alive 8"),
+        (STOCK_MALLOC, "malloc tuned", "glibc's defaults", "bulk", "inspected MB/s"),
+    )
+    for other, this, that, key, label in gains:
+        gain = paired_ratio(results, "tlsgate", other, key)
         if gain is not None:
-            text += f"; {this} {gain:.2f}{TIMES} {that} in keep-alive 8 (median of rounds)"
+            text += f"; {this} {gain:.2f}{TIMES} {that} in {label} (median of rounds)"
     for mode, label in (("inspect", "idle inspected"), ("tunnel", "idle tunnel")):
         by_count = results.memory.get(mode, {}).get("tlsgate", {})
         if by_count:

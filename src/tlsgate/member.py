@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from tlsgate import __version__, build, eventloop
+from tlsgate import __version__, build, eventloop, malloc
 from tlsgate.config.home import Home
 from tlsgate.config.loader import load_config_file
 from tlsgate.config.model import TlsgateConfig, UpstreamSettings
@@ -62,6 +62,8 @@ class ServeOptions:
     """``tlsgate`` arguments a worker is started with (``--listen`` is added)."""
     worker_index: int = 0
     """Set in a worker process (2…N): share the port, start no workers."""
+    malloc: str = "tuned"
+    """``--malloc``: keep freed memory for reuse (malloc.py) or leave glibc as it is."""
 
 
 DEFAULT_ADMIN = Listen("127.0.0.1", 8081)
@@ -189,6 +191,7 @@ def tune_gc() -> None:
 
 async def run_member(opts: ServeOptions) -> None:
     tune_gc()
+    allocator = malloc.tune(opts.malloc)
     home = opts.home.ensure()
     ca = load_or_create_ca(home)
     file_config = load_config_file(opts.config_file) if opts.config_file else None
@@ -238,11 +241,12 @@ async def run_member(opts: ServeOptions) -> None:
             log.warning("%s", build.stale_message(stale))
         mode = "inspection on" if runtime.inspection_enabled else "inspection off"
         log.info(
-            "tlsgate %s (%s, %s) member %s listening on %s (%s), configuration revision %d; "
+            "tlsgate %s (%s, %s, %s) member %s listening on %s (%s), configuration revision %d; "
             "CA %s; home %s; pid %d",
             __version__,
             build.describe(),
             eventloop.running().describe(),
+            allocator,
             opts.member,
             opts.listen,
             mode,

@@ -16,6 +16,7 @@ from benchmarks.report import (
     HISTORY_START,
     NOLOG,
     PURE,
+    STOCK_MALLOC,
     log_cost,
     paired_ratio,
     render_markdown,
@@ -40,7 +41,7 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def results(bench_dir: Path) -> Results:
     options = Options(
-        proxies=["tlsgate", NOLOG, PURE, ASYNCIO],
+        proxies=["tlsgate", NOLOG, PURE, ASYNCIO, STOCK_MALLOC],
         duration=1.5,
         rounds=1,
         memory_counts=[MEMORY_COUNT],
@@ -50,7 +51,7 @@ def results(bench_dir: Path) -> Results:
     return run_benchmark(options)
 
 
-@pytest.mark.parametrize("target", ["tlsgate", NOLOG, PURE, ASYNCIO, DIRECT])
+@pytest.mark.parametrize("target", ["tlsgate", NOLOG, PURE, ASYNCIO, STOCK_MALLOC, DIRECT])
 @pytest.mark.parametrize("workload", RATE_KEYS)
 def test_workload_completes_checked_responses(results: Results, workload: str, target: str) -> None:
     [sample] = results.rates[workload][target]
@@ -121,9 +122,20 @@ def test_asyncio_runs_on_asyncios_own_loop(results: Results) -> None:
     assert ASYNCIO not in results.memory["inspect"]
 
 
+def test_stock_malloc_leaves_glibc_as_it_is(results: Results) -> None:
+    """``tlsgate-stockmalloc`` runs with ``--malloc default``, tlsgate with its tuned
+    allocator; the summary gives what tuning gains in inspected bulk."""
+    assert ", glibc malloc as is," in results.versions[STOCK_MALLOC]
+    assert ", glibc malloc tuned," in results.versions["tlsgate"]
+    gain = paired_ratio(results, "tlsgate", STOCK_MALLOC, "bulk")
+    assert gain is not None and f"malloc tuned {gain:.2f}" in summary(results)
+    assert STOCK_MALLOC not in results.memory["inspect"]
+
+
 def test_report_and_benchmarks_md(results: Results, tmp_path: Path) -> None:
     text = render_markdown(results)
-    assert f"| workload | tlsgate | {NOLOG} | {PURE} | {ASYNCIO} | direct |" in text
+    header = f"| workload | tlsgate | {NOLOG} | {PURE} | {ASYNCIO} | {STOCK_MALLOC} | direct |"
+    assert header in text
     assert "keep-alive inspected HTTPS" in text
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nhand-written intro\n")
@@ -179,6 +191,18 @@ def test_cpu_per_request_tool_runs_and_checks_responses(
     rounds = [line for line in out.splitlines() if line.startswith("round ")]
     assert len(rounds) == 2 and all(line.endswith(", 0 failed") for line in rounds), out
     assert "best: " in out
+
+
+def test_cpu_per_mb_tool_runs_and_checks_responses(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.cpu_per_mb import main
+
+    # --malloc default: "tuned" would set this test process's allocator for good.
+    assert main(["--requests", "4", "--rounds", "2", "--malloc", "default"]) == 0
+    out = capsys.readouterr().out
+    rounds = [line for line in out.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 2 and all(line.endswith(", 0 failed") for line in rounds), out
+    assert all("page faults per MB" in line for line in rounds), out
+    assert "best: " in out and "malloc default" in out
 
 
 def test_floor_tool_measures_every_stage_and_checks_responses(

@@ -121,6 +121,7 @@ def test_no_byte_lost_when_the_server_closes_while_reading_is_paused(
     (tmp_path / "home").mkdir()
     with proxy:
         proxy.wait_for_log("uvloop " if loop == "uvloop" else "asyncio event loop")
+        proxy.wait_for_log("glibc malloc tuned")  # serve's default (malloc.py)
         cafile = pki.ca_cert if mode == "tunnel" else proxy.ca_cert
         target = (big_nginx.host("tls"), port)
         sent_before = _sent(big_nginx, WITNESS)

@@ -39,6 +39,7 @@ def one_line_error(r: subprocess.CompletedProcess[str], code: int, *words: str) 
         (("serve", "--listen", "127.0.0.1:99999"), ("is not HOST:PORT",)),
         (("serve", "--bogus"), ("No such option",)),
         (("serve", "--event-loop", "trio"), ("--event-loop", "'auto', 'uvloop', 'asyncio'")),
+        (("serve", "--malloc", "jemalloc"), ("--malloc", "'tuned', 'default'")),
         (("bogus",), ("No such command",)),
         (("log", "--since", "yesterday-ish"), ("--since",)),
         (("probe",), ("Missing argument",)),

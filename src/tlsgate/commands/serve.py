@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tlsgate import eventloop
+from tlsgate import eventloop, malloc
 from tlsgate.commands.common import Home, home_option, store_option
 from tlsgate.errors import UsageError
 from tlsgate.member import DEFAULT_ADMIN, ServeOptions, run_member
@@ -88,6 +88,16 @@ def _listen(_ctx: click.Context, _param: click.Parameter, value: str) -> Listen:
     help="uvloop (in C, faster) or asyncio's own; auto: uvloop when it is installed. "
     "Also $TLSGATE_EVENT_LOOP.",
 )
+@click.option(
+    "--malloc",
+    "malloc_choice",
+    type=click.Choice(malloc.CHOICES),
+    default="tuned",
+    show_default=True,
+    envvar="TLSGATE_MALLOC",
+    help="tuned: glibc keeps freed memory for the next buffer (fewer page faults on "
+    "bulk transfers); default: glibc as it is. Also $TLSGATE_MALLOC.",
+)
 @click.option("--worker", "worker_index", type=int, default=0, hidden=True)
 @click.option(
     "--log-level",
@@ -108,6 +118,7 @@ def serve(
     admin_tls: bool,
     workers: int,
     event_loop: str,
+    malloc_choice: str,
     worker_index: int,
     home: Home,
     store_url: str | None,
@@ -133,7 +144,7 @@ def serve(
         # A worker started by a supervisor (workers.py): no console, no more workers.
         admin_listen, workers = None, 1
     command = ["serve", "--home", str(home.root), "--member", name, "--log-level", log_level]
-    command += ["--admin", "off", "--event-loop", event_loop]
+    command += ["--admin", "off", "--event-loop", event_loop, "--malloc", malloc_choice]
     if upstream_ca is not None:
         command += ["--upstream-ca", str(upstream_ca.resolve())]
     if no_inspect:
@@ -153,6 +164,7 @@ def serve(
         workers=workers,
         worker_command=tuple(command),
         worker_index=worker_index,
+        malloc=malloc_choice,
     )
     eventloop.run(loop, run_member(opts))
 
