@@ -37,13 +37,14 @@ TRIM_THRESHOLD: Final = 8 << 20
 
 _M_TRIM_THRESHOLD: Final = -1
 _M_MMAP_THRESHOLD: Final = -3
-_GLIBC_SETTINGS: Final = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+GLIBC_SETTINGS: Final = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+"""The environment variables through which glibc is tuned by hand; see :func:`tune`."""
 
 
 def glibc_setting(environ: Mapping[str, str]) -> str | None:
     """The first of glibc's own allocator settings present in ``environ``, if any.
     ``GLIBC_TUNABLES`` counts only when it names a ``glibc.malloc`` tunable."""
-    for name in _GLIBC_SETTINGS:
+    for name in GLIBC_SETTINGS:
         value = environ.get(name)
         if value is not None and (name != "GLIBC_TUNABLES" or "glibc.malloc." in value):
             return name
@@ -69,11 +70,10 @@ def tune(choice: str, environ: Mapping[str, str] = os.environ) -> str:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # M_MMAP_THRESHOLD first: setting either one turns off glibc's dynamic adjustment.
-    if not mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD):
-        return "glibc malloc as is (mallopt refused)"
-    if not mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD):
-        return "glibc malloc as is (mallopt refused)"
+    for option, value in ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        if not mallopt(option, value):
+            return "glibc malloc as is (mallopt refused)"
     return "glibc malloc tuned"
 
 
-__all__ = ["CHOICES", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "glibc_setting", "tune"]
+__all__ = ["CHOICES", "GLIBC_SETTINGS", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "glibc_setting", "tune"]

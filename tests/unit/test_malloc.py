@@ -35,7 +35,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 200)
 
 
 def faults_per_cycle(choice: str, **env: str) -> tuple[str, float]:
-    environ = {k: v for k, v in os.environ.items() if k not in malloc._GLIBC_SETTINGS}
+    environ = {k: v for k, v in os.environ.items() if k not in malloc.GLIBC_SETTINGS}
     out = subprocess.run(
         [sys.executable, "-c", FAULTS_PER_CYCLE, choice],
         capture_output=True, text=True, check=True, timeout=60, env={**environ, **env},
