@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import unquote_plus
 
 from hypothesis import given, settings
@@ -22,7 +22,7 @@ from tlsgate.log.formats import (
     to_w3c,
     w3c_header,
 )
-from tlsgate.log.record import FIELDS, LogRecord, new_request_id
+from tlsgate.log.record import FIELDS, LogRecord, new_request_id, to_micros
 from tlsgate.status import lookup
 
 
@@ -351,3 +351,19 @@ def test_record_parameters_are_the_fields_in_order() -> None:
     assert [getattr(rebuilt, f) for f in FIELDS] == values
     assert LogRecord(**{f: getattr(rebuilt, f) for f in FIELDS}) == rebuilt  # type: ignore[arg-type]
     assert LogRecord().request_id != LogRecord().request_id  # a fresh id each time
+
+
+def test_record_time_is_kept_in_microseconds_and_read_as_aware_utc() -> None:
+    """The record stores its start as microseconds (cheaper than a datetime per
+    request); ``time`` reads and writes it as a datetime, a naive one taken as UTC."""
+    naive = datetime(2026, 11, 26, 1, 2, 3, 999999)
+    rec = LogRecord(time=naive)
+    assert rec.time == naive.replace(tzinfo=UTC) and rec.time.tzinfo is UTC
+    assert rec.time_us == to_micros(naive) == 1795654923999999
+    paris = datetime(2026, 11, 26, 2, 2, 3, 5, tzinfo=timezone(timedelta(hours=1)))
+    rec.time = paris
+    assert rec.time == paris and rec.time.tzinfo is UTC
+    before = datetime.now(UTC)
+    fresh = LogRecord()
+    assert abs(fresh.time - before) < timedelta(seconds=1)
+    assert "time" in FIELDS and "time_us" not in FIELDS  # sinks see the datetime
