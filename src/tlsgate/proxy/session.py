@@ -1022,8 +1022,7 @@ class _FastResponse:
         self.reader = ResponseReader(session.rt.config.limits, head.method)
         self.done = False
         up.on_data = self.data
-        timeout = session.rt.config.timeouts.upstream_response
-        up.watch_end(timeout).add_done_callback(self.ended)
+        up.watch_end(session.rt.config.timeouts.upstream_response, self.ended)
 
     def _stop(self) -> None:
         self.done = True
@@ -1063,9 +1062,8 @@ class _FastResponse:
         session._fast_done(keep_client)
         return True
 
-    def ended(self, fut: asyncio.Future[None]) -> None:
+    def ended(self, exc: BaseException | None) -> None:
         """The server connection ended, or did not answer in time, before a response."""
-        exc = None if fut.cancelled() else fut.exception()  # retrieved even if answered
         if self.done:
             return
         self._stop()
