@@ -32,8 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tlsgate.log.daemon import LogDaemonSink
-from tlsgate.log.database import to_wire
-from tlsgate.log.record import LogRecord
+from tlsgate.log.record import LogRecord, to_wire
 from tlsgate.log.writer import LogWriter
 from tlsgate.member import tune_gc
 

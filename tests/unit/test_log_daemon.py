@@ -127,7 +127,8 @@ def test_wire_rows_are_the_rows_the_sink_makes(tmp_path):
     import marshal
     from datetime import UTC, datetime
 
-    from tlsgate.log.database import rows_from_wire, to_wire
+    from tlsgate.log.database import rows_from_wire
+    from tlsgate.log.record import to_wire
 
     recs = [
         *records(3, "w"),
@@ -171,7 +172,7 @@ def feed(fd: int, recs: list[LogRecord]) -> None:
     import marshal
 
     from tlsgate.log.daemon import _FRAME
-    from tlsgate.log.database import to_wire
+    from tlsgate.log.record import to_wire
 
     payload = marshal.dumps(to_wire(recs))
     os.write(fd, _FRAME.pack(len(payload), len(recs)) + payload)
@@ -271,7 +272,7 @@ def test_the_spool_is_indexed_exactly_once_by_racing_readers(tmp_path):
     writer = SqliteLogSink(path)
     import marshal
 
-    from tlsgate.log.database import to_wire
+    from tlsgate.log.record import to_wire
 
     for i in range(20):
         writer.spool(marshal.dumps(to_wire(records(200, f"r{i}"))), 200)
@@ -292,7 +293,7 @@ def test_the_spool_is_indexed_exactly_once_by_racing_readers(tmp_path):
 def test_an_unreadable_batch_is_set_aside_and_the_log_goes_on(tmp_path, caplog):
     import marshal
 
-    from tlsgate.log.database import to_wire
+    from tlsgate.log.record import to_wire
 
     db = SqliteLogSink(tmp_path / "log.db")
     db.spool(marshal.dumps(to_wire(records(2, "before"))), 2)

@@ -367,3 +367,15 @@ def test_record_time_is_kept_in_microseconds_and_read_as_aware_utc() -> None:
     fresh = LogRecord()
     assert abs(fresh.time - before) < timedelta(seconds=1)
     assert "time" in FIELDS and "time_us" not in FIELDS  # sinks see the datetime
+
+
+def test_values_but_time_are_the_fields_but_time_in_order() -> None:
+    """``values_but_time`` is written out (compiled, for the log daemon's frames): each
+    field's value lands at its place in ``FIELDS`` without ``time``."""
+    rec = LogRecord()
+    names = [f for f in FIELDS if f != "time"]
+    for i, name in enumerate(names):
+        value = getattr(rec, name)
+        if type(value) is not bool:  # one bool field: its place is checked by type
+            setattr(rec, name, i + 1000 if type(value) is int else f"value {i}")
+    assert rec.values_but_time() == tuple(getattr(rec, f) for f in names)

@@ -3,9 +3,9 @@
 Why a process, as Squid's ``log_file_daemon``: in the member, the writer thread took
 the GIL back from the event loop once per inserted row, and SQLite's index work ran on
 the same interpreter; measured, logging cost ~40% of keep-alive throughput.  Now the
-member turns each batch into a :data:`~tlsgate.log.database.WireBatch` (``to_wire``: a
-C-level attrgetter per record, the times in microseconds beside), sends it down a pipe
-as one ``marshal`` frame and goes on.
+member turns each batch into a :data:`~tlsgate.log.record.WireBatch` (``to_wire``:
+each record's values as one compiled tuple, the times in microseconds beside), sends it
+down a pipe as one ``marshal`` frame and goes on.
 
 The daemon stores each frame whole in the log's spool at once (one row per batch), and
 indexes the spool (builds the rows and their index keys, inserts them) when the member
@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from tlsgate.errors import StoreError
-from tlsgate.log.database import SqliteLogSink, WireBatch, to_wire
-from tlsgate.log.record import LogRecord
+from tlsgate.log.database import SqliteLogSink
+from tlsgate.log.record import LogRecord, WireBatch, to_wire
 
 _FRAME = struct.Struct("!II")
 """A frame's head: the payload's length and its number of records."""

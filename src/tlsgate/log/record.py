@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -181,6 +181,46 @@ class LogRecord:
         self.tls_version = tls_version
         self.upstream_cert_subject = upstream_cert_subject
 
+    def values_but_time(self) -> RecordValues:
+        """Every field but ``time``, in :data:`FIELDS` order: what the log daemon's frames
+        carry beside ``time_us``.  Written out, so it is compiled: ~0.1 us per record
+        against ~1.3 for an ``attrgetter`` over 33 names (a test keeps the order)."""
+        return (
+            self.request_id,
+            self.member,
+            self.log_type,
+            self.client_ip,
+            self.client_port,
+            self.user,
+            self.authenticated,
+            self.agent,
+            self.referrer,
+            self.dest_host,
+            self.dest_ip,
+            self.dest_port,
+            self.time_taken_ms,
+            self.bytes_sent,
+            self.bytes_received,
+            self.protocol,
+            self.transport,
+            self.method,
+            self.url,
+            self.mime_type,
+            self.object_source,
+            self.status,
+            self.cache_info,
+            self.rule,
+            self.filter_info,
+            self.source_network,
+            self.dest_network,
+            self.error_info,
+            self.action,
+            self.inspection,
+            self.inspection_reason,
+            self.tls_version,
+            self.upstream_cert_subject,
+        )
+
     @property
     def time(self) -> datetime:
         """Start of the request (UTC, timezone-aware)."""
@@ -201,6 +241,16 @@ RecordValues = tuple[Any, ...]
 """A record as the tuple of its fields (``FIELDS`` order)."""
 
 values_of: Final[Callable[[LogRecord], RecordValues]] = attrgetter(*FIELDS)
+
+WireBatch = tuple[list[RecordValues], list[int]]
+"""A batch as the log daemon's frames carry it (``marshal`` cannot carry a datetime):
+each record's values without the time, and the times in microseconds."""
+
+
+def to_wire(records: Sequence[LogRecord]) -> WireBatch:
+    """``records`` as a :data:`WireBatch`, in compiled code (the member does this for
+    every record it logs).  The index keys are made in the daemon, off the proxy's CPU."""
+    return [r.values_but_time() for r in records], [r.time_us for r in records]
 
 
 ACTIONS: Final = ("Allowed", "Denied", "Failed")
