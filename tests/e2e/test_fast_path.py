@@ -20,6 +20,7 @@ from tests.peers.inprocess import start_proxy
 from tests.peers.nginx import NginxServer
 from tests.peers.pki import TestPKI
 from tlsgate import build
+from tlsgate.http1.reader import ResponseReader
 from tlsgate.log.record import LogRecord
 from tlsgate.proxy.runtime import Runtime
 
@@ -184,6 +185,13 @@ def test_keep_alive_requests_take_the_fast_path_and_log_like_the_task(
             assert status == 200 and content == nginx.content("/1k.bin")
             assert "tlsgate" in fields["via"]
         assert rt.fast_served == base + 10
+        # The pooled server connection keeps its response reader for the next response
+        # (a new parser per request cost ~2 % of a request's instructions).
+        idle = [conn for stack in rt.pool._idle.values() for conn, _ in stack]
+        assert idle and all(
+            isinstance(c.response_reader, ResponseReader) and c.response_reader.reusable
+            for c in idle
+        )
         client.send("/upload/fast.bin", method="PUT", body=b"x" * 100)  # a body: the task
         status, _, _ = await client.response()
         assert status in (201, 204) and rt.fast_served == base + 10

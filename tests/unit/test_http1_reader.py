@@ -376,6 +376,68 @@ def test_response_split_invariance(data):
     assert whole == split
 
 
+# A pooled connection's responses, one after another: the reader of one goes on to the
+# next when its parser ended cleanly (ResponseReader.reusable).
+NEXT_RESPONSES = [
+    *RESPONSES,
+    b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!",
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\nETag: x\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no",
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_reader_going_on_to_the_next_response_reads_it_as_a_new_one_would(data):
+    """Same events, same end, same verdict on the connection, for any sequence of
+    responses, methods and read boundaries; a reader goes on only after a response its
+    parser completed whole with nothing after it."""
+    reader: ResponseReader | None = None
+    for _ in range(data.draw(st.integers(1, 6))):
+        raw = data.draw(st.sampled_from(NEXT_RESPONSES))
+        method = data.draw(st.sampled_from([b"GET", b"GET", b"HEAD"]))
+        parts = data.draw(splits(raw))
+        fresh = ResponseReader(LIMITS, method)
+        expected = summarize(feed_all(fresh, parts))
+        if reader is not None and reader.reusable:
+            reader.reset(method)
+        else:
+            reader = ResponseReader(LIMITS, method)
+        assert summarize(feed_all(reader, parts)) == expected
+        assert (reader.done, reader.extra, reader.reusable) == (
+            fresh.done,
+            fresh.extra,
+            fresh.reusable,
+        )
+        if reader.reusable:  # only a clean keep-alive end, parsed by llhttp itself
+            assert reader.done and not reader.extra and method != b"HEAD"
+
+
+def test_which_ends_let_a_reader_go_on() -> None:
+    def after(raw: bytes, method: bytes = b"GET", parts: int = 1) -> bool:
+        reader = ResponseReader(LIMITS, method)
+        cut = len(raw) - 1 if parts == 2 else len(raw)
+        feed_all(reader, [raw[:cut], raw[cut:]] if parts == 2 else [raw])
+        return reader.reusable
+
+    small = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert after(small)  # parsed whole in one read
+    assert not after(small, parts=2)  # the body's end was counted, not parsed
+    assert not after(small, b"HEAD")  # the head alone went to the parser
+    assert not after(small + b"X")  # bytes after the response
+    assert not after(small.replace(b"OK\r\n", b"OK\r\nConnection: close\r\n"))
+    assert not after(b"HTTP/1.1 200 OK\r\n\r\nbody")  # close-delimited, not done
+    assert after(NEXT_RESPONSES[1])  # chunked, parsed to its last chunk
+    reader = ResponseReader(LIMITS, b"GET")
+    with pytest.raises(RuntimeError):
+        reader.reset(b"GET")  # nothing read yet: not at a message's end
+
+
 def test_every_single_byte_boundary():
     for raw in REQUESTS:
         whole = summarize(RequestReader(LIMITS).feed(raw))

@@ -59,6 +59,11 @@ class _Reader:
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
+        self._too_large_status = 431
+        self._clear()
+
+    def _clear(self) -> None:
+        """The bookkeeping of a reader that has read nothing yet."""
         self._events: list[RequestEvent | ResponseEvent] = []
         self._headers: Headers = []
         self._head_size = 0
@@ -68,7 +73,6 @@ class _Reader:
         self._chunked = False
         self._chunk_headers = 0
         self._chunk_overhead = 0
-        self._too_large_status = 431
 
     # httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -308,6 +312,11 @@ class ResponseReader(_Reader):
     downloads: ~640 of each).  Nothing after the response is parsed: bytes a server
     sends after it set :attr:`extra` (the connection is then not reused), so they can
     never become a second response to the client.
+
+    A reader whose parser ended exactly at the end of a final response it parsed whole
+    (:attr:`reusable`) reads the next response on the same connection after
+    :meth:`reset`: llhttp is then where a new parser would be, and making one (with its
+    bound callbacks) cost ~5,000 instructions per proxied request.
     """
 
     _parser: httptools.HttpResponseParser
@@ -315,8 +324,12 @@ class ResponseReader(_Reader):
     def __init__(self, limits: Limits, request_method: bytes) -> None:
         super().__init__(limits)
         self._too_large_status = 12216
-        self._head_only = request_method == b"HEAD"
         self._parser = httptools.HttpResponseParser(self)
+        self._start(request_method)
+
+    def _start(self, request_method: bytes) -> None:
+        """The state of a reader before the first byte of a response."""
+        self._head_only = request_method == b"HEAD"
         self._reason = b""
         self._framing = Framing.NONE
         self._done = False
@@ -328,6 +341,32 @@ class ResponseReader(_Reader):
         """Where the final response's end is in this feed's events (-1: not yet)."""
         self.extra = False
         """The server sent bytes after the response: the connection must not be reused."""
+        self._parsed_end = False
+        """llhttp itself completed the final response (not the counting, not EOF)."""
+        self._keep_alive = False
+
+    @property
+    def reusable(self) -> bool:
+        """Whether :meth:`reset` may make this reader read the next response: the
+        parser completed a final keep-alive response whole, and nothing came after."""
+        return (
+            self._parsed_end
+            and self._keep_alive
+            and not self.extra
+            and not self._head_only
+            and self._parser is not _DONE_PARSER
+        )
+
+    def reset(self, request_method: bytes) -> None:
+        """Read the next response on the same connection (only if :attr:`reusable`)."""
+        if not self.reusable:
+            raise RuntimeError("ResponseReader.reset: the parser is not at a message start")
+        self._clear()
+        self._start(request_method)
+
+    def release(self) -> None:
+        """Drop the parser (a reader that will not be used again): see _release_parser."""
+        self._release_parser()
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
@@ -368,6 +407,7 @@ class ResponseReader(_Reader):
         self._body_left = length if framing is Framing.LENGTH else 0
         self._chunked = framing is Framing.CHUNKED
         keep_alive = bool(p.should_keep_alive()) and framing is not Framing.CLOSE
+        self._keep_alive = keep_alive
         self._events.append(
             ResponseHead(
                 status, self._reason, version, headers, fields, keep_alive, framing, length
@@ -380,6 +420,7 @@ class ResponseReader(_Reader):
         if self._status >= 200:
             self._done = True
             self._end_at = len(self._events)
+            self._parsed_end = True
 
     @property
     def done(self) -> bool:
@@ -400,7 +441,7 @@ class ResponseReader(_Reader):
                 del events[self._end_at :]
                 self.extra = True
             self._end_at = -1
-        if self._done:
+        if self._done and not self.reusable:
             self._release_parser()
         return events  # type: ignore[return-value]
 

@@ -65,6 +65,7 @@ class Connection(asyncio.Protocol):
         "error",
         "on_data",
         "peer",
+        "response_reader",
         "splice_peer",
         "transport",
     )
@@ -98,6 +99,10 @@ class Connection(asyncio.Protocol):
         if it took the bytes (the session's fast path), False to buffer them as usual."""
         self._held = False
         self._kicked = False
+        self.response_reader: object = None
+        """Kept here between requests by whoever reads responses on this connection
+        (the proxy's HTTP/1 response reader, so that a pooled connection keeps its
+        parser); None when there is none."""
 
     # -- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: Any) -> None:

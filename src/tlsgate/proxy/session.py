@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tlsgate.config.model import Limits
 from tlsgate.errors import ProtocolError, UpstreamError
 from tlsgate.http1 import writer
 from tlsgate.http1.events import (
@@ -630,7 +631,7 @@ class Session:
             body_task = asyncio.create_task(
                 self._send_body(up, head.framing is Framing.CHUNKED, rec)
             )
-        rr = ResponseReader(self.rt.config.limits, head.method)
+        rr = _response_reader(up, self.rt.config.limits, head.method)
         client_framing = Framing.NONE
         keep_client = False
         sent_head = False
@@ -754,10 +755,13 @@ class Session:
     def _put_back(
         self, final: ResponseHead | None, rr: ResponseReader, up: Connection, key: UpstreamKey
     ) -> None:
-        """Pool the upstream connection if the response left it reusable, else close it."""
+        """Pool the upstream connection if the response left it reusable, else close it.
+        A pooled connection keeps the reader if its parser can read the next response."""
         if final is not None and final.keep_alive and not rr.extra and not up.at_eof:
+            up.response_reader = rr if rr.reusable else None
             self.rt.pool.put(key, up)
         else:
+            rr.release()
             up.close()
 
     def _no_answer(self, rec: LogRecord, timeout: float) -> None:
@@ -1019,7 +1023,7 @@ class _FastResponse:
     ) -> None:
         self.session, self.head, self.up, self.key = session, head, up, key
         self.rec, self.started = rec, started
-        self.reader = ResponseReader(session.rt.config.limits, head.method)
+        self.reader = _response_reader(up, session.rt.config.limits, head.method)
         self.done = False
         up.on_data = self.data
         up.watch_end(session.rt.config.timeouts.upstream_response, self.ended)
@@ -1078,6 +1082,19 @@ class _FastResponse:
         else:
             up.abort()
             session._to_task([self.head, END])
+
+
+def _response_reader(up: Connection, limits: Limits, method: bytes) -> ResponseReader:
+    """The reader for the next response on ``up``: the one the last response left there
+    if its parser can go on (:attr:`ResponseReader.reusable`), else a new one.  The
+    request holds it until :meth:`Session._put_back` gives it back; a request handed
+    from the fast path to the task leaves none, so the task starts afresh."""
+    rr = up.response_reader
+    up.response_reader = None
+    if isinstance(rr, ResponseReader) and rr.reusable:
+        rr.reset(method)
+        return rr
+    return ResponseReader(limits, method)
 
 
 def _hand_off_tunnel(
