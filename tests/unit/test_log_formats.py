@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import unquote_plus
@@ -333,9 +334,12 @@ def test_detail_view_of_a_successful_request_has_no_remedy() -> None:
 
 
 def test_request_ids_are_short_hex_and_unique() -> None:
-    ids = {new_request_id() for _ in range(10000)}
-    assert len(ids) == 10000
-    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    made = [new_request_id() for _ in range(10000)]
+    assert len(set(made)) == 10000
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in made)
+    assert len({i[:8] for i in made}) == 1  # one prefix per process
+    counters = [int(i[8:], 16) for i in made]  # then the counter, in order, across blocks
+    assert all((b - a) % 2**32 == 1 for a, b in itertools.pairwise(counters))
 
 
 def test_record_parameters_are_the_fields_in_order() -> None:
