@@ -50,9 +50,11 @@ def summarize(events):
             else:
                 out.append(("body", ev.data))
         elif isinstance(ev, RequestHead):
-            out.append(("head", ev.method, ev.raw_target, tuple(ev.headers), ev.framing))
+            out.append(
+                ("head", ev.method, ev.raw_target, tuple(ev.headers), ev.framing, ev.version)
+            )
         elif isinstance(ev, ResponseHead):
-            out.append(("resp", ev.status, tuple(ev.headers), ev.framing))
+            out.append(("resp", ev.status, tuple(ev.headers), ev.framing, ev.version))
         elif isinstance(ev, MessageEnd):
             out.append(("end",))
         elif isinstance(ev, ParseFailed):
@@ -336,11 +338,16 @@ REQUESTS = [
     b"GET http://a/1 HTTP/1.1\r\nHost: a\r\n\r\nGET http://a/2 HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET http://a/ HTTP/2.0\r\nHost: a\r\n\r\n",
     b"GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET http://a/0 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    b"GET http://a/1 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"\r\nGET http://a/1 HTTP/1.0\r\nHost: a\r\n\r\n",
 ]
 RESPONSES = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n",
     b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
 ]
 
 
@@ -537,3 +544,24 @@ def test_end_to_end_drops_what_the_rfc_drops(items):
     assert Fields(ws).end_to_end(keep=upgrade) == [(b"Upgrade", b"websocket")]
     host = frozenset({b"via"})
     assert fields.end_to_end(also=host) == _end_to_end_by_the_rfc(items, also=host)
+
+
+def test_each_message_has_its_own_version() -> None:
+    """Pipelined and keep-alive messages of different versions, interim responses."""
+    events = RequestReader(LIMITS).feed(REQUESTS[-2])
+    heads = [e for e in events if isinstance(e, RequestHead)]
+    assert [h.version for h in heads] == [(1, 0), (1, 1)]
+    reader = RequestReader(LIMITS)
+    [first] = [
+        e
+        for e in reader.feed(b"GET http://a/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        if isinstance(e, RequestHead)
+    ]
+    [second] = [e for e in reader.feed(REQUESTS[0]) if isinstance(e, RequestHead)]
+    assert (first.version, second.version) == ((1, 0), (1, 1))
+    [resp] = [
+        e
+        for e in ResponseReader(LIMITS, b"GET").feed(RESPONSES[-1])
+        if isinstance(e, ResponseHead) and e.status == 200
+    ]
+    assert resp.version == (1, 0)
