@@ -364,10 +364,6 @@ class ResponseReader(_Reader):
         self._clear()
         self._start(request_method)
 
-    def release(self) -> None:
-        """Drop the parser (a reader that will not be used again): see _release_parser."""
-        self._release_parser()
-
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
@@ -442,7 +438,7 @@ class ResponseReader(_Reader):
                 self.extra = True
             self._end_at = -1
         if self._done and not self.reusable:
-            self._release_parser()
+            self.release()
         return events  # type: ignore[return-value]
 
     def _feed_counted(self, data: bytes) -> list[ResponseEvent]:
@@ -453,13 +449,13 @@ class ResponseReader(_Reader):
             return [BodyData(data)] if data else []
         self._body_left = 0
         self._done = True
-        self._release_parser()
+        self.release()
         if len(data) > left:
             self.extra = True
             data = data[:left]
         return [BodyData(data), END]
 
-    def _release_parser(self) -> None:
+    def release(self) -> None:
         """Break the reader <-> parser cycle (the parser holds bound methods of the
         reader), so a finished reader is freed at once instead of by the cyclic GC:
         it was ~11 objects of cyclic garbage per proxied request."""
@@ -492,7 +488,7 @@ class ResponseReader(_Reader):
         if self._done:
             return []
         self._done = True
-        self._release_parser()
+        self.release()
         if not self._in_head and self._framing is Framing.CLOSE:
             return [END]
         return [
