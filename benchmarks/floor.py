@@ -15,6 +15,12 @@ measured with the same nginx and ``curl --parallel-max 8`` (same ``cpu_rounds``)
     tlsgate    tlsgate's own proxy (log off), as ``benchmarks.cpu_per_request`` runs it
 
     python -m benchmarks.floor [--requests 20000] [--rounds 3] [--stages raw,...,tlsgate]
+    python -m benchmarks.floor --serve 127.0.0.1:PORT --home DIR --upstream-ca FILE [--stage raw]
+
+``--serve`` runs one stage as a proxy process until it is stopped (its CA certificate
+in ``DIR/ca/ca.pem``): ``benchmarks.run --proxies squid,tlsgate,relay-raw`` puts it in
+the side-by-side table, so a run shows what a relay with none of tlsgate's features
+reaches beside Squid on the same machine (keep-alive workloads only).
 
 The relay is a measuring stick, not a proxy: it serves one upstream, has no timeouts,
 errors or limits of its own, and trusts everything it is told.  Every response is still
@@ -40,6 +46,7 @@ from benchmarks.cpu_per_request import (
     start_tlsgate,
     url_file,
 )
+from tlsgate import eventloop
 from tlsgate.config.home import Home
 from tlsgate.config.loader import parse_config
 from tlsgate.config.model import TlsgateConfig
@@ -379,12 +386,36 @@ async def _measure(args: argparse.Namespace, work: Path, nginx: Any, pki: Any) -
         before = best
 
 
+async def _serve(args: argparse.Namespace) -> None:
+    host, _, port = args.serve.rpartition(":")
+    home = Home(Path(args.home)).ensure()
+    relay = _Relay(
+        STAGES.index(args.stage), home, Path(args.upstream_ca), parse_config({}, source="floor")
+    )
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Client(relay), host, int(port))
+    async with server:
+        await server.serve_forever()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = rounds_parser(__doc__)
     parser.add_argument(
         "--stages", default=",".join(STAGES), help=f"comma-separated, of: {', '.join(STAGES)}"
     )
+    parser.add_argument("--serve", metavar="HOST:PORT", help="run one stage as a proxy process")
+    parser.add_argument("--home", help="with --serve: the relay's CA directory")
+    parser.add_argument(
+        "--upstream-ca", help="with --serve: the CA file the upstream's certificate chains to"
+    )
+    serve_stages = STAGES[:-1]  # "tlsgate" is tlsgate serve itself
+    parser.add_argument("--stage", default="raw", choices=serve_stages, help="with --serve (raw)")
     args = parser.parse_args(argv)
+    if args.serve:
+        if not (args.home and args.upstream_ca and ":" in args.serve):
+            parser.error("--serve HOST:PORT needs --home DIR and --upstream-ca FILE")
+        eventloop.run(eventloop.choose(args.loop), _serve(args))
+        return 0
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in args.stages if s not in STAGES]
     if unknown or not args.stages:

@@ -209,6 +209,8 @@ class ProxyKind:
     program = ""
     memory = True
     """Measured in the memory workload (a variant that cannot differ there is not)."""
+    workloads: frozenset[str] | None = None
+    """The rate workloads it can serve (None: all of them)."""
 
     def missing(self) -> str | None:
         """Why it cannot run here (None when it can)."""
@@ -479,6 +481,45 @@ class Tlsgate(ProxyKind):
         return _launch(self.name, mode, args, d, port, client_ca, env=env)
 
 
+class FloorRelay(ProxyKind):
+    """The minimal relay of ``benchmarks.floor`` (its ``raw`` stage: TLS through memory
+    BIOs, httptools, heads rebuilt, pooled upstream connections, nothing else) run as
+    a proxy process: a measuring stick beside Squid in the same run, not a proxy.  It
+    serves CONNECT and keep-alive HTTPS only, so it takes the keep-alive workloads."""
+
+    name = "relay-raw"
+    memory = False
+    workloads = frozenset({"keepalive8", "keepalive64"})
+
+    def missing(self) -> str | None:
+        return Tlsgate().missing()  # it is built from tlsgate's CA and config modules
+
+    def version(self) -> str:
+        ask = "import tlsgate.eventloop as e; print(e.choose('auto').describe())"
+        loop = command_version([sys.executable, "-c", ask])
+        python = ".".join(map(str, sys.version_info[:3]))
+        return f"benchmarks.floor raw stage (Python {python}, {loop})"
+
+    def start(self, mode: Mode, setting: Setting) -> ProxyProcess:
+        if mode != "inspect":
+            raise PeerError(f"{self.name} inspects only; it has no {mode} mode")
+        d = self._dir(setting, mode)
+        port = free_port()
+        args = [
+            sys.executable, "-m", "benchmarks.floor",
+            "--serve", f"{HOST}:{port}",
+            "--home", str(d / "home"),
+            "--upstream-ca", str(setting.pki.ca_cert),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        ca = d / "home" / "ca" / "ca.pem"
+
+        def client_ca() -> Path:
+            return _wait_for_file(ca, lambda: True)
+
+        return _launch(self.name, mode, args, d, port, client_ca, env=env)
+
+
 KINDS: dict[str, ProxyKind] = {
     k.name: k
     for k in (
@@ -493,4 +534,10 @@ KINDS: dict[str, ProxyKind] = {
         Tlsgate(workers=2),
     )
 }
-"""Every proxy the harness knows, in table order (Squid first: ratios are to Squid)."""
+"""The proxies a run measures unless told otherwise, in table order (Squid first: ratios
+are to Squid)."""
+
+EXTRA_KINDS: dict[str, ProxyKind] = {k.name: k for k in (FloorRelay(),)}
+"""Measuring sticks, only when named (``--proxies squid,tlsgate,relay-raw``)."""
+
+ALL_KINDS: dict[str, ProxyKind] = {**KINDS, **EXTRA_KINDS}

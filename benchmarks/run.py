@@ -27,6 +27,8 @@ from tests.peers.pki import TestPKI
 
 from benchmarks.load import Sample, run_curl
 from benchmarks.peers import (
+    ALL_KINDS,
+    EXTRA_KINDS,
     KINDS,
     Mode,
     PeerError,
@@ -41,6 +43,7 @@ from benchmarks.workloads import (
     ALL_KEYS,
     DIRECT,
     MEMORY_KEY,
+    RATE_KEYS,
     RATE_WORKLOADS,
     MemorySample,
     RateWorkload,
@@ -126,7 +129,7 @@ def _say(options: Options, text: str) -> None:
 
 
 def versions(proxies: list[str]) -> dict[str, str]:
-    out = {name: KINDS[name].version() for name in proxies}
+    out = {name: ALL_KINDS[name].version() for name in proxies}
     out["nginx"] = command_version(["nginx", "-v"], line_with="nginx")
     out["curl"] = command_version(["curl", "--version"], line_with="curl")
     return out
@@ -188,11 +191,19 @@ def memory_counts(wanted: list[int], limit: int, options: Options) -> list[int]:
 def run_benchmark(options: Options) -> Results:
     """Start everything, measure, stop everything; return the numbers."""
     for name in options.proxies:
-        if name not in KINDS:
-            raise PeerError(f"unknown proxy {name!r}; choose from {', '.join(KINDS)}")
-        why = KINDS[name].missing()
+        if name not in ALL_KINDS:
+            raise PeerError(f"unknown proxy {name!r}; choose from {', '.join(ALL_KINDS)}")
+        kind = ALL_KINDS[name]
+        why = kind.missing()
         if why:
             raise PeerError(f"{name}: {why}")
+        cannot = [w for w in options.workloads if kind.workloads is not None
+                  and w in RATE_KEYS and w not in kind.workloads]  # fmt: skip
+        if cannot:
+            raise PeerError(
+                f"{name} cannot run workload {', '.join(cannot)}; use --workloads "
+                f"{','.join(sorted(kind.workloads or ()))} with it"
+            )
     limit = raise_nofile(NOFILE_WANTED)
     counts = memory_counts(options.memory_counts, limit, options)
     started = time.monotonic()
@@ -228,7 +239,7 @@ def run_benchmark(options: Options) -> Results:
                 targets.append(target)
                 for mode in sorted(modes):
                     _say(options, f"starting {name} ({mode})")
-                    target.processes[mode] = KINDS[name].start(mode, setting)
+                    target.processes[mode] = ALL_KINDS[name].start(mode, setting)
                 _check_target(target, setting, modes)
             targets.append(Target(DIRECT))
             _measure_rates(options, results, targets, setting, rate_workloads)
@@ -297,12 +308,12 @@ def _settle(targets: list[Target]) -> None:
 def _measure_memory(
     options: Options, results: Results, setting: Setting, counts: list[int]
 ) -> None:
-    for name in (p for p in options.proxies if KINDS[p].memory):
+    for name in (p for p in options.proxies if ALL_KINDS[p].memory):
         modes: tuple[Mode, ...] = ("inspect", "tunnel")
         for mode in modes:
             for count in counts:
                 _say(options, f"memory: {name} ({mode}), {count:,} idle connections")
-                proc: ProxyProcess = KINDS[name].start(mode, setting)
+                proc: ProxyProcess = ALL_KINDS[name].start(mode, setting)
                 try:
                     sample = measure_memory(
                         proc, setting.upstream, count, deadline=options.memory_deadline
@@ -343,7 +354,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds per cell and round (default 6)")
     parser.add_argument("--proxies", default=",".join(KINDS),
-                        help=f"comma list from {','.join(KINDS)} (default all)")
+                        help=f"comma list from {','.join(ALL_KINDS)} (default: all but "
+                             f"{','.join(EXTRA_KINDS)})")
     parser.add_argument("--workloads", default=",".join(ALL_KEYS),
                         help=f"comma list from {','.join(ALL_KEYS)} (default all)")
     parser.add_argument("--memory-counts", default=None,

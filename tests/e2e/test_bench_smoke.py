@@ -224,3 +224,35 @@ def test_floor_tool_refuses_an_unknown_stage(capsys: pytest.CaptureFixture[str])
         main(["--stages", "raw,nope"])
     assert exc.value.code == 2
     assert "unknown stage nope" in capsys.readouterr().err
+
+
+def test_floor_relay_runs_beside_tlsgate_as_a_measuring_stick(tmp_path: Path) -> None:
+    """``--proxies ...,relay-raw``: the floor's raw relay as a proxy process in the same
+    run (keep-alive workloads), every response checked; not among the default proxies."""
+    from benchmarks.peers import EXTRA_KINDS, KINDS
+
+    assert "relay-raw" in EXTRA_KINDS and "relay-raw" not in KINDS
+    options = Options(
+        proxies=["tlsgate", "relay-raw"],
+        workloads=["keepalive8"],
+        duration=1.0,
+        rounds=1,
+        workdir=tmp_path,
+        progress=False,
+    )
+    results = run_benchmark(options)
+    [sample] = results.rates["keepalive8"]["relay-raw"]
+    assert sample.failed == 0, sample.errors
+    assert sample.ok > 0 and sample.cpu["proxy"] > 0
+    assert "benchmarks.floor raw stage" in results.versions["relay-raw"]
+    assert "relay-raw" in render_markdown(results)
+
+
+def test_floor_relay_refuses_workloads_it_cannot_serve(tmp_path: Path) -> None:
+    from benchmarks.peers import PeerError
+
+    options = Options(
+        proxies=["relay-raw"], workloads=["keepalive8", "tunnel"], workdir=tmp_path, progress=False
+    )
+    with pytest.raises(PeerError, match="relay-raw cannot run workload tunnel; use --workloads"):
+        run_benchmark(options)
