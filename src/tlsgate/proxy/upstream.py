@@ -11,7 +11,7 @@ import asyncio
 import errno
 import socket
 import ssl
-import time
+from time import monotonic
 from typing import NamedTuple
 
 from tlsgate.errors import UpstreamError
@@ -102,7 +102,7 @@ class UpstreamPool:
         elif len(stack) >= self.per_key:
             conn.close()
             return
-        stack.append((conn, time.monotonic()))
+        stack.append((conn, monotonic()))
         self._count += 1
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(self.SWEEP, self._sweep)
@@ -110,7 +110,7 @@ class UpstreamPool:
     def _sweep(self) -> None:
         self._sweeper = None
         loop = asyncio.get_running_loop()
-        cutoff = time.monotonic() - self.idle_timeout
+        cutoff = monotonic() - self.idle_timeout
         for key in list(self._idle):
             stack = self._idle[key]
             keep = [(c, t) for c, t in stack if t > cutoff and not c.closed]
