@@ -18,7 +18,6 @@ from tlsgate.status import HTTP_REASONS, Status
 _NONE: Final = Framing.NONE
 _LENGTH: Final = Framing.LENGTH
 _CHUNKED: Final = Framing.CHUNKED
-_CLOSE: Final = Framing.CLOSE
 
 VIA_PSEUDONYM = b"tlsgate"
 _UPGRADE_KEEP = frozenset({b"upgrade"})

@@ -52,7 +52,6 @@ log = logging.getLogger("tlsgate.proxy")
 # statics, where ``Framing.NONE`` is an attribute lookup on the class (~165 instructions)
 # and an imported name a dict lookup; a proxied request reads them ~25 times.
 _NONE: Final = Framing.NONE
-_LENGTH: Final = Framing.LENGTH
 _CHUNKED: Final = Framing.CHUNKED
 _CLOSE: Final = Framing.CLOSE
 _END: Final = END
