@@ -66,7 +66,6 @@ class _Reader:
     _parser: httptools.HttpRequestParser | httptools.HttpResponseParser
 
     def __init__(self, limits: Limits) -> None:
-        self._limits = limits
         # The limits read per message, as native ints: an attribute of the pydantic
         # model costs ~300 instructions (its __getattr__ hook), ~10 per request.
         self._max_header_bytes: int = limits.max_header_bytes

@@ -131,7 +131,7 @@ class Session:
         self.rt = runtime
         self.conn = conn
         self.events: deque[RequestEvent | _Resume] = deque()
-        self.reader = RequestReader(runtime.config.limits)
+        self.reader = RequestReader(runtime.limits)
         self.busy = False
         self.user: str | None = None
         self.authenticated = False
@@ -636,7 +636,7 @@ class Session:
         body_task: asyncio.Task[None] | None = None
         if head.framing is not _NONE:
             body_task = asyncio.create_task(self._send_body(up, head.framing is _CHUNKED, rec))
-        rr = _response_reader(up, self.rt.config.limits, head.method)
+        rr = _response_reader(up, self.rt.limits, head.method)
         client_framing = _NONE
         keep_client = False
         sent_head = False
@@ -965,7 +965,7 @@ class Session:
             rt.mark_inspectable(authority.host, authority.port)
         elif up is not None:
             up.abort()
-        self.reader = RequestReader(rt.config.limits, in_tunnel=True)
+        self.reader = RequestReader(rt.limits, in_tunnel=True)
         self.events.clear()
         await self._serve_requests(tun)
 
