@@ -24,7 +24,13 @@ from tlsgate.log.sinks import open_log_sink
 from tlsgate.log.writer import LogWriter
 from tlsgate.status import lookup
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+
+@pytest.fixture
+def now() -> datetime:
+    """The records' times are relative to the test's own start: relative filters
+    (``--since 10m``) read the real clock, and a module-level time went stale when the
+    suite took longer than the margins (seen: 8 minutes from collection to this test)."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def write(home: Path, records: list[LogRecord], store: str | None = None) -> None:
@@ -36,11 +42,11 @@ def write(home: Path, records: list[LogRecord], store: str | None = None) -> Non
     asyncio.run(main())
 
 
-def sample() -> list[LogRecord]:
+def sample(now: datetime) -> list[LogRecord]:
     return [
         LogRecord(
             request_id="00000000000000a1",
-            time=NOW - timedelta(hours=2),
+            time=now - timedelta(hours=2),
             client_ip="10.0.0.5",
             client_port=5000,
             dest_host="www.example.com",
@@ -54,7 +60,7 @@ def sample() -> list[LogRecord]:
         ),
         LogRecord(
             request_id="00000000000000b2",
-            time=NOW - timedelta(minutes=3),
+            time=now - timedelta(minutes=3),
             client_ip="10.0.0.6",
             client_port=5001,
             dest_host="login.microsoftonline.com",
@@ -72,7 +78,7 @@ def sample() -> list[LogRecord]:
         ),
         LogRecord(
             request_id="00000000000000c3",
-            time=NOW - timedelta(minutes=1),
+            time=now - timedelta(minutes=1),
             client_ip="192.168.1.9",
             client_port=5002,
             dest_host="bank.example",
@@ -89,8 +95,8 @@ def sample() -> list[LogRecord]:
 
 
 @pytest.fixture
-def home(tlsgate_home: Path) -> Path:
-    write(tlsgate_home, sample())
+def home(tlsgate_home: Path, now: datetime) -> Path:
+    write(tlsgate_home, sample(now))
     return tlsgate_home
 
 
@@ -126,13 +132,16 @@ def test_bare_log_lists_a_table(home: Path) -> None:
         (("--rule", "Allow web"), ["00000000000000a1"]),
         (("--user", "bob"), ["00000000000000c3"]),
         (("--since", "10m"), ["00000000000000b2", "00000000000000c3"]),
-        (("--since", (NOW - timedelta(minutes=2)).isoformat()), ["00000000000000c3"]),
+        (("--since", timedelta(minutes=2)), ["00000000000000c3"]),  # an absolute time
         (("--until", "30m"), ["00000000000000a1"]),
         (("--limit", "1"), ["00000000000000c3"]),
     ],
 )
-def test_filters_in_json(home: Path, args: tuple[str, ...], expected: list[str]) -> None:
-    code, out, _, exc = run("--home", str(home), "--format", "json", *args)
+def test_filters_in_json(
+    home: Path, now: datetime, args: tuple[str | timedelta, ...], expected: list[str]
+) -> None:
+    texts = [(now - a).isoformat() if isinstance(a, timedelta) else a for a in args]
+    code, out, _, exc = run("--home", str(home), "--format", "json", *texts)
     assert (code, exc) == (0, None)
     assert [json.loads(line)["request_id"] for line in out.splitlines()] == expected
 
@@ -202,8 +211,8 @@ def test_empty_log_says_so(tlsgate_home: Path) -> None:
     assert "No matching records." in err
 
 
-def test_postgresql_store(tlsgate_home: Path, fresh_pg_dsn: str) -> None:
-    write(tlsgate_home, sample(), store=fresh_pg_dsn)
+def test_postgresql_store(tlsgate_home: Path, fresh_pg_dsn: str, now: datetime) -> None:
+    write(tlsgate_home, sample(now), store=fresh_pg_dsn)
     assert not (tlsgate_home / "log.db").exists()
     code, out, _, exc = run(
         "--home",
