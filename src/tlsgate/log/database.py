@@ -42,6 +42,7 @@ from tlsgate.log.record import (
     to_micros,
     values_of,
 )
+from tlsgate.sqlite import connect_wal
 
 _TIME_AT: Final = FIELDS.index("time")
 _AUTHENTICATED_AT: Final = FIELDS.index("authenticated")
@@ -370,12 +371,8 @@ class SqliteLogSink(LogDatabase):
         if self._conn is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(
-                    self.path, timeout=10.0, check_same_thread=False, isolation_level=None
-                )
+                conn = connect_wal(self.path, timeout=10.0, synchronous="NORMAL")
                 try:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute("PRAGMA synchronous=NORMAL")
                     conn.execute("BEGIN IMMEDIATE")
                     for stmt in SQLITE_SCHEMA:
                         conn.execute(stmt)

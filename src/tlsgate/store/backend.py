@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from tlsgate.errors import StoreError
+from tlsgate.sqlite import connect_wal
 
 Row = tuple[Any, ...]
 
@@ -189,20 +190,8 @@ class SqliteBackend(Backend):
     def _connect(self) -> None:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            try:
-                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")  # an applied revision survives a crash
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+            # FULL: an applied revision survives a crash.
+            self._conn = connect_wal(self.path, timeout=self.busy_timeout, synchronous="FULL")
 
     def _execute(self, sql: str, params: Sequence[Any]) -> list[Row]:
         assert self._conn is not None
