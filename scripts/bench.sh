@@ -32,6 +32,7 @@ missing_packages() {
     command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # proxy.py mints with it
     command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)  # benchmarks.instructions
+    command -v perf >/dev/null 2>&1 || missing+=(linux-perf)  # benchmarks.profile
     command -v "$PYTHON" >/dev/null 2>&1 || missing+=(python3)
     "$PYTHON" -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
     "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
