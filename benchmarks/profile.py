@@ -11,7 +11,10 @@ its nearest owner on the stack:
   (on loopback the sender also pays for the receiver's TCP processing), ``[OpenSSL
   read]`` / ``[OpenSSL write]`` (TLS records), ``[llhttp]`` (httptools' parser),
   ``[ssl message hook]`` (CPython building the arguments of the private TLS message
-  hook, for every record, before tlsgate's ``_on_tls_message`` runs).
+  hook, for every record, before tlsgate's ``_on_tls_message`` runs);
+* or ``[interpreted Python]``: code the interpreter runs (perf cannot name Python
+  3.11's frames), named by the compiled function that called it when one did (ssl.py's
+  ``SSLObject`` methods are interpreted).
 
     python -m benchmarks.profile [--proxy tlsgate] [--workload keepalive8]
                                  [--duration 8] [--frequency 499] [--top 40]
@@ -49,7 +52,7 @@ Stack = list[str]
 
 # Frames that own a sample whichever tlsgate function called them.
 _SHARED: dict[str, str] = {
-    "_PyEval_EvalFrameDefault": "[interpreted Python]",
+    "_PyEval_EvalFrameDefault": "[interpreted Python]",  # _INTERPRETED
     "_PySSL_msg_callback": "[ssl message hook]",
     "SSL_read_ex": "[OpenSSL read]",
     "SSL_write_ex": "[OpenSSL write]",
@@ -58,6 +61,7 @@ _SHARED: dict[str, str] = {
     "SSL_do_handshake": "[OpenSSL handshake]",
     "llhttp__internal__run": "[llhttp]",
 }
+_INTERPRETED = "[interpreted Python]"
 _SYSCALL_ENTRY = ("entry_SYSCALL_64", "do_syscall_64")
 # The C library's system call wrappers, by the name the table shows.
 _SYSCALLS: dict[str, str] = {
@@ -103,8 +107,14 @@ def owner(stack: Stack) -> str:
         call = next((_SYSCALLS[f] for f in stack if f in _SYSCALLS), None)
         if call is not None:
             return f"[syscall {call}]"
-    for frame in stack:
+    for i, frame in enumerate(stack):
         shared = _SHARED.get(frame)
+        if shared == _INTERPRETED:
+            # Interpreted code called by compiled code (ssl.py's SSLObject methods, say):
+            # named by its caller, since perf cannot name Python 3.11's frames.
+            caller = next((f for f in stack[i + 1 :] if f.startswith(_COMPILED)), None)
+            if caller is not None:
+                return f"{_INTERPRETED} called by {compiled_name(caller)}"
         if shared is not None:
             return shared
         if frame.startswith(_COMPILED):

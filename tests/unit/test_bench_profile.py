@@ -42,12 +42,17 @@ PERF_SCRIPT = """\
 
 \t    6e01 _PyEval_EvalFrameDefault
 \t    6e02 PyEval_EvalCode
+
+\t    6f01 _PyObject_Malloc
+\t    6f02 _PyEval_EvalFrameDefault
+\t    6f03 _PyFunction_Vectorcall
+\t    6f04 CPyDef_connection___Connection____tls_read_all
 """
 
 
 def test_stacks_are_read_innermost_first_without_the_inlined_mark() -> None:
     stacks = list(parse_perf_script(PERF_SCRIPT))
-    assert len(stacks) == 7
+    assert len(stacks) == 8
     assert stacks[3][:2] == ["_PyObject_Malloc", "PyType_GenericAlloc"]
 
 
@@ -73,17 +78,19 @@ def test_each_sample_goes_to_its_innermost_owner() -> None:
         # Code the interpreter runs (not compiled) is one owner: its frames name no
         # function.
         "[interpreted Python]",
+        # ... named by the compiled function that called it, when one did.
+        "[interpreted Python] called by connection.Connection._tls_read_all",
     ]
 
 
 def test_samples_at_exit_are_left_out_and_the_table_adds_up() -> None:
     prof = Profile.of(parse_perf_script(PERF_SCRIPT))
-    assert prof.samples == 6
+    assert prof.samples == 7
     assert "[other] gc_collect_main" not in prof.owners
     table = prof.table(top=2, us_per_sample=2.0).splitlines()
     assert table[0] == "| owner | share | µs/request |"
-    # Two owners shown, the four others summed: 6 samples, 12 µs in all.
+    # Two owners shown, the five others summed: 7 samples, 14 µs in all.
     shown = [row for row in table[2:] if not row.startswith("| (the other")]
     assert len(shown) == 2
-    assert table[-1] == "| (the other 4 owners) | 66.7% | 8.0 |"
+    assert table[-1] == "| (the other 5 owners) | 71.4% | 10.0 |"
     assert prof.table(top=10, us_per_sample=None).splitlines()[0] == "| owner | share |"
