@@ -565,3 +565,55 @@ def test_each_message_has_its_own_version() -> None:
         if isinstance(e, ResponseHead) and e.status == 200
     ]
     assert resp.version == (1, 0)
+
+
+def _versioned_requests(versions: list[str]) -> bytes:
+    return b"".join(
+        b"GET http://a/%d HTTP/%s\r\nHost: a\r\n%s\r\n"
+        % (i, v.encode(), b"Connection: keep-alive\r\n" if v == "1.0" else b"")
+        for i, v in enumerate(versions)
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_version_read_from_the_first_line_is_llhttps(data) -> None:
+    """A message that begins a read has its version read from its first line (1.1),
+    any other from llhttp: each is the version it was sent with, wherever reads split
+    the stream of pipelined requests or of an interim and a final response."""
+    versions = data.draw(st.lists(st.sampled_from(["1.0", "1.1"]), min_size=1, max_size=4))
+    raw = _versioned_requests(versions)
+    heads = [
+        e
+        for e in feed_all(RequestReader(LIMITS), data.draw(splits(raw)))
+        if isinstance(e, RequestHead)
+    ]
+    assert [h.version for h in heads] == [(1, int(v[-1])) for v in versions]
+    final = data.draw(st.sampled_from(["1.0", "1.1"]))
+    raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/%s 200 OK\r\nContent-Length: 0\r\n\r\n" % (
+        final.encode()
+    )
+    responses = [
+        e
+        for e in feed_all(ResponseReader(LIMITS, b"GET"), data.draw(splits(raw)))
+        if isinstance(e, ResponseHead)
+    ]
+    assert [r.version for r in responses] == [(1, 1), (1, int(final[-1]))]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # A header line ending like a request line: the first line is the request line.
+        b"GET http://a/ HTTP/1.0\r\nX: a HTTP/1.1\r\nHost: a\r\n\r\n",
+        # Blank lines before the request (llhttp skips them).
+        b"\r\n\r\nGET http://a/ HTTP/1.0\r\nHost: a\r\n\r\n",
+        # The request line ended by a bare LF, a later line like a 1.1 request line.
+        b"GET http://a/ HTTP/1.0\nX: a HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
+)
+def test_a_version_is_never_read_from_another_line(raw) -> None:
+    events = RequestReader(LIMITS).feed(raw)
+    heads = [e for e in events if isinstance(e, RequestHead)]
+    assert [h.version for h in heads] in ([(1, 0)], [])
+    assert heads or isinstance(events[0], ParseFailed)
