@@ -34,16 +34,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.peers.pki import TestPKI
-
-from benchmarks.peers import ALL_KINDS, PeerError, Setting, start_upstream
-from benchmarks.run import tlsgate_config_text
+from benchmarks.peers import ALL_KINDS, PeerError
+from benchmarks.run import start_setting, work_directory
 from benchmarks.system import cpu_seconds
 from benchmarks.workloads import RATE_WORKLOADS, Target, measure_rate
 
@@ -51,8 +48,9 @@ Stack = list[str]
 """One sample's frames, innermost first, as perf names them."""
 
 # Frames that own a sample whichever tlsgate function called them.
+_INTERPRETED = "[interpreted Python]"
 _SHARED: dict[str, str] = {
-    "_PyEval_EvalFrameDefault": "[interpreted Python]",  # _INTERPRETED
+    "_PyEval_EvalFrameDefault": _INTERPRETED,
     "_PySSL_msg_callback": "[ssl message hook]",
     "SSL_read_ex": "[OpenSSL read]",
     "SSL_write_ex": "[OpenSSL write]",
@@ -61,7 +59,6 @@ _SHARED: dict[str, str] = {
     "SSL_do_handshake": "[OpenSSL handshake]",
     "llhttp__internal__run": "[llhttp]",
 }
-_INTERPRETED = "[interpreted Python]"
 _SYSCALL_ENTRY = ("entry_SYSCALL_64", "do_syscall_64")
 # The C library's system call wrappers, by the name the table shows.
 _SYSCALLS: dict[str, str] = {
@@ -199,30 +196,20 @@ def profile(
     if why:
         raise SystemExit(f"benchmarks.profile: {proxy}: {why}")
     workload = next(w for w in RATE_WORKLOADS if w.key == workload_key)
-    with tempfile.TemporaryDirectory(prefix="tlsgate-profile-") as tmp:
-        work = Path(tmp)
-        work.chmod(0o755)  # Squid drops root to user "proxy", which must reach its directory
-        pki = TestPKI(work / "pki")
-        upstream = start_upstream(work / "nginx", pki)
-        tls_port = upstream.port("tls")
-
-        def tlsgate_config(directory: Path) -> Path:
-            path = directory / "tlsgate.toml"
-            path.write_text(tlsgate_config_text([tls_port]))
-            return path
-
-        setting = Setting(pki=pki, upstream=upstream, workdir=work, tlsgate_config=tlsgate_config)
+    with work_directory() as work:
+        setting = start_setting(work)
+        upstream, ca_cert = setting.upstream, setting.pki.ca_cert
         target = Target(proxy)
         try:
             proc = target.processes[workload.mode] = kind.start(workload.mode, setting)
             pid = proc.proc.pid
             # A short unsampled run first: connections pooled, code paths warm.
-            measure_rate(workload, target, upstream, pki.ca_cert, min(2.0, duration))
+            measure_rate(workload, target, upstream, ca_cert, min(2.0, duration))
             time.sleep(1.0)
             recorder = record(pid, work / "perf.data", frequency)
             time.sleep(0.5)  # perf attached
             cpu_before = cpu_seconds([pid])
-            sample = measure_rate(workload, target, upstream, pki.ca_cert, duration)
+            sample = measure_rate(workload, target, upstream, ca_cert, duration)
             cpu = cpu_seconds([pid]) - cpu_before
             stop_recording(recorder)
         finally:

@@ -136,10 +136,11 @@ def versions(proxies: list[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _workdir(options: Options) -> Iterator[Path]:
-    if options.workdir is not None:
-        options.workdir.mkdir(parents=True, exist_ok=True)
-        yield options.workdir
+def work_directory(keep: Path | None = None) -> Iterator[Path]:
+    """Where the peers keep their files: ``keep``, or a temporary directory, removed."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
         return
     path = Path(tempfile.mkdtemp(prefix="tlsgate-bench-"))
     path.chmod(0o755)  # Squid drops root to user "proxy", which must reach its directory
@@ -147,6 +148,21 @@ def _workdir(options: Options) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def start_setting(work: Path, tlsgate_extra: str = "") -> Setting:
+    """The test CA and nginx started in ``work``, and tlsgate's config writer (its
+    config text plus ``tlsgate_extra``); the caller stops ``setting.upstream``."""
+    pki = TestPKI(work / "pki")
+    upstream = start_upstream(work / "nginx", pki)
+    tls_port = upstream.port("tls")
+
+    def tlsgate_config(directory: Path) -> Path:
+        path = directory / "tlsgate.toml"
+        path.write_text(tlsgate_config_text([tls_port]) + tlsgate_extra)
+        return path
+
+    return Setting(pki=pki, upstream=upstream, workdir=work, tlsgate_config=tlsgate_config)
 
 
 def _check_target(target: Target, setting: Setting, modes: set[Mode]) -> None:
@@ -221,17 +237,9 @@ def run_benchmark(options: Options) -> Results:
     )
     rate_workloads = [w for w in RATE_WORKLOADS if w.key in options.workloads]
     modes: set[Mode] = {w.mode for w in rate_workloads}
-    with _workdir(options) as work:
-        pki = TestPKI(work / "pki")
-        upstream = start_upstream(work / "nginx", pki)
-        tls_port = upstream.port("tls")
-
-        def tlsgate_config(directory: Path) -> Path:
-            path = directory / "tlsgate.toml"
-            path.write_text(tlsgate_config_text([tls_port]) + options.tlsgate_extra)
-            return path
-
-        setting = Setting(pki=pki, upstream=upstream, workdir=work, tlsgate_config=tlsgate_config)
+    with work_directory(options.workdir) as work:
+        setting = start_setting(work, options.tlsgate_extra)
+        upstream = setting.upstream
         targets: list[Target] = []
         try:
             for name in options.proxies:

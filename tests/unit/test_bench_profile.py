@@ -1,7 +1,7 @@
 """benchmarks.profile charges perf's samples to their owners: a compiled tlsgate
 function, a shared cost (system call, OpenSSL, llhttp, the TLS message hook,
-interpreted Python) or
-``[other]``; samples taken while Python exits are left out.  Fed perf's own text."""
+interpreted Python) or ``[other]``; samples taken while Python exits are left out.
+Fed perf's own text."""
 
 from __future__ import annotations
 
