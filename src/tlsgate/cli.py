@@ -24,7 +24,9 @@ from tlsgate.errors import TlsgateError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
-    __version__, prog_name="tlsgate", message=f"%(prog)s %(version)s ({build.describe()})"
+    __version__,
+    prog_name="tlsgate",
+    message=f"%(prog)s %(version)s ({build.describe()}; {build.interpreter()})",
 )
 def cli() -> None:
     """tlsgate: a forward web proxy that inspects HTTPS and knows when it must not."""

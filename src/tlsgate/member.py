@@ -241,10 +241,11 @@ async def run_member(opts: ServeOptions) -> None:
             log.warning("%s", build.stale_message(stale))
         mode = "inspection on" if runtime.inspection_enabled else "inspection off"
         log.info(
-            "tlsgate %s (%s, %s, %s) member %s listening on %s (%s), configuration revision %d; "
-            "CA %s; home %s; pid %d",
+            "tlsgate %s (%s, %s, %s, %s) member %s listening on %s (%s), "
+            "configuration revision %d; CA %s; home %s; pid %d",
             __version__,
             build.describe(),
+            build.interpreter(),
             eventloop.running().describe(),
             allocator,
             opts.member,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def test_stale_compiled_modules_are_found_in_a_checkout(tmp_path):
 def test_version_says_how_the_modules_run():
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
-    assert result.output.strip() == f"tlsgate 0.1.0 ({build.describe()})"
+    assert result.output.strip() == f"tlsgate 0.1.0 ({build.describe()}; {build.interpreter()})"
+    assert sys.executable in result.output  # which interpreter: builds differ in speed
     expected = os.environ.get("TLSGATE_EXPECT_BUILD")
     if expected:  # scripts/test.sh says which build it runs
         assert build.compiled() is (expected == "compiled")
