@@ -377,6 +377,10 @@ class ProxyPy(ProxyKind):
         return _launch(self.name, mode, args, d, port, client_ca)
 
 
+ALT_PYTHON = "TLSGATE_BENCH_ALT_PYTHON"
+_ASK_PYTHON = "import tlsgate.build as b; print(b.interpreter())"
+
+
 class Tlsgate(ProxyKind):
     """``tlsgate serve`` with a fresh home, the test CA upstream, logging on (its
     default SQLite Web Proxy log); ``--no-inspect`` for the tunnel.  ``workers`` > 1:
@@ -389,7 +393,10 @@ class Tlsgate(ProxyKind):
     ``loop="asyncio"``: ``--event-loop asyncio`` instead of the default uvloop
     (``tlsgate-asyncio``), to show what the event loop in C gains.  ``malloc="default"``:
     ``--malloc default`` (``tlsgate-stockmalloc``): glibc's allocator as it is, to show
-    what keeping freed memory for the next buffer gains (src/tlsgate/malloc.py)."""
+    what keeping freed memory for the next buffer gains (src/tlsgate/malloc.py).
+    ``alt_python=True``: run on the interpreter ``TLSGATE_BENCH_ALT_PYTHON`` names
+    (``tlsgate-altpython``; scripts/bench.sh sets it to the python3 on PATH when that is
+    not the interpreter the harness runs on), to show what the Python build costs."""
 
     program = "tlsgate"
 
@@ -401,20 +408,37 @@ class Tlsgate(ProxyKind):
         pure: bool = False,
         loop: str = "auto",
         malloc: str = "tuned",
+        alt_python: bool = False,
     ) -> None:
+        self.alt_python = alt_python
         self.workers = workers
         self.log = log
         self.pure = pure
         self.loop = loop
         self.malloc = malloc
-        self.memory = log and not pure and loop == "auto" and malloc == "tuned"
+        self.memory = log and not pure and loop == "auto" and malloc == "tuned" and not alt_python
         name = "tlsgate" if workers == 1 else f"tlsgate-{workers}w"
         name = name if log else f"{name}-nolog"
         name = f"{name}-pure" if pure else name
         name = name if malloc == "tuned" else f"{name}-stockmalloc"
-        self.name = name if loop == "auto" else f"{name}-{loop}"
+        name = name if loop == "auto" else f"{name}-{loop}"
+        self.name = f"{name}-altpython" if alt_python else name
+
+    @property
+    def python(self) -> str:
+        """The interpreter this kind runs tlsgate on."""
+        if self.alt_python:
+            return os.environ.get(ALT_PYTHON, "")
+        return sys.executable
 
     def missing(self) -> str | None:
+        if self.alt_python:
+            alt = self.python
+            if not alt:
+                return f"{ALT_PYTHON} is not set (scripts/bench.sh sets it)"
+            if command_version([alt, "-c", "import tlsgate; print('ok')"]) != "ok":
+                return f"tlsgate is not installed for {alt}: {alt} -m pip install -e ."
+            return None
         try:
             import tlsgate  # noqa: F401
         except ImportError:
@@ -439,19 +463,20 @@ class Tlsgate(ProxyKind):
             env = None
             if self.pure:  # asked of the copy the pure kind runs from
                 env = {**os.environ, "PYTHONPATH": str(self._pure_source(Path(tmp)))}
-            version = command_version([sys.executable, "-c", ask], env=env)
+            version = command_version([self.python, "-c", ask], env=env)
         commit = command_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
         dirty = command_version(["git", "-C", str(ROOT), "status", "--porcelain", "src"])
         changes = ", with uncommitted changes in src/" if dirty not in ("", "unknown") else ""
         number, _, build = version.partition(" ")
-        return f"tlsgate {number} ({build}, commit {commit}{changes})"
+        python = command_version([self.python, "-c", _ASK_PYTHON])
+        return f"tlsgate {number} ({build}, {python}, commit {commit}{changes})"
 
     def start(self, mode: Mode, setting: Setting) -> ProxyProcess:
         d = self._dir(setting, mode)
         home = d / "home"
         port = free_port()
         args = [
-            sys.executable, "-m", "tlsgate.cli", "serve",
+            self.python, "-m", "tlsgate.cli", "serve",
             "--listen", f"{HOST}:{port}",
             "--home", str(home),
             "--upstream-ca", str(setting.pki.ca_cert),
@@ -532,12 +557,15 @@ KINDS: dict[str, ProxyKind] = {
         Tlsgate(loop="asyncio"),
         Tlsgate(malloc="default"),
         Tlsgate(workers=2),
+        *((Tlsgate(alt_python=True),) if os.environ.get(ALT_PYTHON) else ()),
     )
 }
 """The proxies a run measures unless told otherwise, in table order (Squid first: ratios
 are to Squid)."""
 
-EXTRA_KINDS: dict[str, ProxyKind] = {k.name: k for k in (FloorRelay(),)}
+EXTRA_KINDS: dict[str, ProxyKind] = {
+    k.name: k for k in (FloorRelay(), Tlsgate(alt_python=True)) if k.name not in KINDS
+}
 """Measuring sticks, only when named (``--proxies squid,tlsgate,relay-raw``)."""
 
 ALL_KINDS: dict[str, ProxyKind] = {**KINDS, **EXTRA_KINDS}

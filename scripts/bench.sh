@@ -9,12 +9,24 @@
 #
 # Works as root on a fresh Debian 12 with no stdin: Debian packages come from apt
 # (only when something is missing), mitmproxy and proxy.py go into their own
-# virtualenv (benchmarks/.venv) so their dependencies never touch tlsgate's, and
-# tlsgate is installed with `pip install -e .` into $PYTHON.
+# virtualenv (benchmarks/.venv) so their dependencies never touch tlsgate's.
+#
+# tlsgate runs on $PYTHON, by default the distribution's python3 (/usr/bin/python3, as
+# scripts/install.sh installs it on Debian 12): it is installed (`pip install .`,
+# compiled) into a virtualenv of that interpreter, benchmarks/.venv-tlsgate, which also
+# runs the harness. When the python3 on PATH is another interpreter (pyenv's, say),
+# tlsgate is installed into it too (`pip install -e .`) and measured beside as
+# `tlsgate-altpython`: builds of one Python version differ in speed (BENCHMARKS.md).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    if [ -x /usr/bin/python3 ] \
+        && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        PYTHON=/usr/bin/python3
+    fi
+fi
 . scripts/lib.sh
 VENV=benchmarks/.venv
 export DEBIAN_FRONTEND=noninteractive
@@ -68,12 +80,28 @@ if [ ! -x "$VENV/bin/mitmdump" ] || [ ! -x "$VENV/bin/proxy" ]; then
     "$VENV/bin/python" -m pip install "${pip_args[@]}" 'mitmproxy>=11,<12' 'proxy.py>=2.4,<3'
 fi
 
-allow_system_pip || true  # PEP 668: scripts/lib.sh
 # Compiled (mypyc), as scripts/install.sh installs it; TLSGATE_COMPILE=no measures the
 # pure-Python build.
 export TLSGATE_COMPILE="${TLSGATE_COMPILE:-yes}"
-say "pip install -e . ($("$PYTHON" -V 2>&1), TLSGATE_COMPILE=$TLSGATE_COMPILE)"
-"$PYTHON" -m pip install "${pip_args[@]}" -e .
+TLSGATE_VENV=benchmarks/.venv-tlsgate
+[ -x "$TLSGATE_VENV/bin/python" ] || "$PYTHON" -m venv "$TLSGATE_VENV"
+say "pip install . into $TLSGATE_VENV ($("$PYTHON" -V 2>&1) at $(command -v "$PYTHON"), TLSGATE_COMPILE=$TLSGATE_COMPILE)"
+"$TLSGATE_VENV/bin/python" -m pip install "${pip_args[@]}" --upgrade '.[test]'
+
+# The python3 on PATH, when it is another interpreter: measured as tlsgate-altpython.
+interpreter() { readlink -f "$("$1" -c 'import sys; print(sys.executable)' 2>/dev/null)"; }
+alt="$(command -v python3 >/dev/null 2>&1 && interpreter python3 || true)"
+if [ -n "$alt" ] && [ "$alt" != "$(interpreter "$PYTHON")" ] \
+    && "$alt" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PYTHON="$alt"  # for allow_system_pip and compile_packages_missing
+    pip_args=(--disable-pip-version-check --no-input --quiet)
+    allow_system_pip || true
+    if [ -z "$(compile_packages_missing)" ]; then
+        say "pip install -e . into $alt ($("$alt" -V 2>&1)): measured as tlsgate-altpython"
+        "$alt" -m pip install "${pip_args[@]}" -e .
+        export TLSGATE_BENCH_ALT_PYTHON="$alt"
+    fi
+fi
 
 say "python -m benchmarks.run $*"
-exec "$PYTHON" -m benchmarks.run "$@"
+exec "$TLSGATE_VENV/bin/python" -m benchmarks.run "$@"

@@ -260,3 +260,36 @@ def test_floor_relay_refuses_workloads_it_cannot_serve(tmp_path: Path) -> None:
     )
     with pytest.raises(PeerError, match="relay-raw cannot run workload tunnel; use --workloads"):
         run_benchmark(options)
+
+
+def test_alt_python_runs_tlsgate_on_another_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tlsgate-altpython`` runs tlsgate on the interpreter TLSGATE_BENCH_ALT_PYTHON
+    names (scripts/bench.sh: the python3 on PATH when the harness runs on another), and
+    each row's version names its interpreter; without the variable it says what is
+    missing instead of measuring."""
+    import sys
+
+    from benchmarks.peers import ALL_KINDS, ALT_PYTHON
+
+    monkeypatch.delenv(ALT_PYTHON, raising=False)
+    alt = ALL_KINDS["tlsgate-altpython"]
+    assert alt.missing() == f"{ALT_PYTHON} is not set (scripts/bench.sh sets it)"
+    monkeypatch.setenv(ALT_PYTHON, sys.executable)
+    assert alt.missing() is None
+    options = Options(
+        proxies=["tlsgate", "tlsgate-altpython"],
+        workloads=["keepalive8"],
+        duration=1.0,
+        rounds=1,
+        workdir=tmp_path,
+        progress=False,
+    )
+    results = run_benchmark(options)
+    [sample] = results.rates["keepalive8"]["tlsgate-altpython"]
+    assert sample.failed == 0, sample.errors
+    assert sample.ok > 0
+    assert f"at {sys.executable}," in results.versions["tlsgate-altpython"]
+    assert f"at {sys.executable}," in results.versions["tlsgate"]
+    assert not alt.memory  # like the other variants, not in the memory workload
