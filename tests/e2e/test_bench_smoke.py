@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from benchmarks.load import run_curl, run_newconn
+from benchmarks.load import Sample, run_curl, run_newconn
 from benchmarks.report import (
     ASYNCIO,
     HISTORY_START,
@@ -230,24 +230,32 @@ def test_floor_tool_refuses_an_unknown_stage(capsys: pytest.CaptureFixture[str])
     assert "unknown stage nope" in capsys.readouterr().err
 
 
+def _beside_tlsgate(proxy: str, workdir: Path) -> tuple[Results, Sample]:
+    """One short keep-alive 8 cell of ``proxy`` beside tlsgate; its sample, checked to
+    have answered every request."""
+    options = Options(
+        proxies=["tlsgate", proxy],
+        workloads=["keepalive8"],
+        duration=1.0,
+        rounds=1,
+        workdir=workdir,
+        progress=False,
+    )
+    results = run_benchmark(options)
+    [sample] = results.rates["keepalive8"][proxy]
+    assert sample.failed == 0, sample.errors
+    assert sample.ok > 0
+    return results, sample
+
+
 def test_floor_relay_runs_beside_tlsgate_as_a_measuring_stick(tmp_path: Path) -> None:
     """``--proxies ...,relay-raw``: the floor's raw relay as a proxy process in the same
     run (keep-alive workloads), every response checked; not among the default proxies."""
     from benchmarks.peers import EXTRA_KINDS, KINDS
 
     assert "relay-raw" in EXTRA_KINDS and "relay-raw" not in KINDS
-    options = Options(
-        proxies=["tlsgate", "relay-raw"],
-        workloads=["keepalive8"],
-        duration=1.0,
-        rounds=1,
-        workdir=tmp_path,
-        progress=False,
-    )
-    results = run_benchmark(options)
-    [sample] = results.rates["keepalive8"]["relay-raw"]
-    assert sample.failed == 0, sample.errors
-    assert sample.ok > 0 and sample.cpu["proxy"] > 0
+    results, sample = _beside_tlsgate("relay-raw", tmp_path)
+    assert sample.cpu["proxy"] > 0
     assert "benchmarks.floor raw stage" in results.versions["relay-raw"]
     assert "relay-raw" in render_markdown(results)
 
@@ -278,18 +286,7 @@ def test_alt_python_runs_tlsgate_on_another_interpreter(
     assert alt.missing() == f"{ALT_PYTHON} is not set (scripts/bench.sh sets it)"
     monkeypatch.setenv(ALT_PYTHON, sys.executable)
     assert alt.missing() is None
-    options = Options(
-        proxies=["tlsgate", "tlsgate-altpython"],
-        workloads=["keepalive8"],
-        duration=1.0,
-        rounds=1,
-        workdir=tmp_path,
-        progress=False,
-    )
-    results = run_benchmark(options)
-    [sample] = results.rates["keepalive8"]["tlsgate-altpython"]
-    assert sample.failed == 0, sample.errors
-    assert sample.ok > 0
+    results, _ = _beside_tlsgate("tlsgate-altpython", tmp_path)
     assert f"at {sys.executable}," in results.versions["tlsgate-altpython"]
     assert f"at {sys.executable}," in results.versions["tlsgate"]
     assert not alt.memory  # like the other variants, not in the memory workload
