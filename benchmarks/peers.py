@@ -378,7 +378,6 @@ class ProxyPy(ProxyKind):
 
 
 ALT_PYTHON = "TLSGATE_BENCH_ALT_PYTHON"
-_ASK_PYTHON = "import tlsgate.build as b; print(b.interpreter())"
 
 
 class Tlsgate(ProxyKind):
@@ -457,7 +456,7 @@ class Tlsgate(ProxyKind):
         ask = (
             "import tlsgate, tlsgate.build as b, tlsgate.eventloop as e, tlsgate.malloc as m; "
             f"print(tlsgate.__version__, b.describe() + ', ' + e.choose({self.loop!r}).describe()"
-            f" + ', ' + m.tune({self.malloc!r}))"
+            f" + ', ' + m.tune({self.malloc!r}) + ', ' + b.interpreter())"
         )
         with tempfile.TemporaryDirectory() as tmp:
             env = None
@@ -468,8 +467,7 @@ class Tlsgate(ProxyKind):
         dirty = command_version(["git", "-C", str(ROOT), "status", "--porcelain", "src"])
         changes = ", with uncommitted changes in src/" if dirty not in ("", "unknown") else ""
         number, _, build = version.partition(" ")
-        python = command_version([self.python, "-c", _ASK_PYTHON])
-        return f"tlsgate {number} ({build}, {python}, commit {commit}{changes})"
+        return f"tlsgate {number} ({build}, commit {commit}{changes})"
 
     def start(self, mode: Mode, setting: Setting) -> ProxyProcess:
         d = self._dir(setting, mode)

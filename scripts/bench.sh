@@ -20,14 +20,13 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=python3
-    if [ -x /usr/bin/python3 ] \
-        && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    if [ -x /usr/bin/python3 ] && python_supported /usr/bin/python3; then
         PYTHON=/usr/bin/python3
     fi
 fi
-. scripts/lib.sh
 VENV=benchmarks/.venv
 export DEBIAN_FRONTEND=noninteractive
 export PIP_ROOT_USER_ACTION=ignore  # root on a benchmark machine is intended here
@@ -91,10 +90,8 @@ say "pip install . into $TLSGATE_VENV ($("$PYTHON" -V 2>&1) at $(command -v "$PY
 # The python3 on PATH, when it is another interpreter: measured as tlsgate-altpython.
 interpreter() { readlink -f "$("$1" -c 'import sys; print(sys.executable)' 2>/dev/null)"; }
 alt="$(command -v python3 >/dev/null 2>&1 && interpreter python3 || true)"
-if [ -n "$alt" ] && [ "$alt" != "$(interpreter "$PYTHON")" ] \
-    && "$alt" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+if [ -n "$alt" ] && [ "$alt" != "$(interpreter "$PYTHON")" ] && python_supported "$alt"; then
     PYTHON="$alt"  # for allow_system_pip and compile_packages_missing
-    pip_args=(--disable-pip-version-check --no-input --quiet)
     allow_system_pip || true
     if [ -z "$(compile_packages_missing)" ]; then
         say "pip install -e . into $alt ($("$alt" -V 2>&1)): measured as tlsgate-altpython"

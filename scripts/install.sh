@@ -15,7 +15,7 @@ die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 
 command -v "$PYTHON" >/dev/null 2>&1 \
     || die "$PYTHON not found; install Python 3.11 or newer (apt-get install python3 python3-pip)"
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+python_supported "$PYTHON" \
     || die "$("$PYTHON" -V 2>&1) is too old; tlsgate needs Python 3.11 or newer"
 "$PYTHON" -m pip --version >/dev/null 2>&1 \
     || die "pip is missing for $PYTHON; install it with: apt-get install python3-pip"

@@ -1,5 +1,10 @@
 # Shared by install.sh, test.sh and bench.sh (sourced after they cd to the checkout).
 
+# Whether interpreter $1 is a Python tlsgate runs on (3.11 or newer).
+python_supported() {
+    "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
+}
+
 # Debian marks its python3 "externally managed" (PEP 668). These scripts install into
 # $PYTHON anyway (a machine dedicated to tlsgate, a CI runner, a benchmark box), which
 # leaves apt's own files untouched: add --break-system-packages to pip_args there only.
