@@ -18,9 +18,10 @@ measured with the same nginx and ``curl --parallel-max 8`` (same ``cpu_rounds``)
     python -m benchmarks.floor --serve 127.0.0.1:PORT --home DIR --upstream-ca FILE [--stage raw]
 
 ``--serve`` runs one stage as a proxy process until it is stopped (its CA certificate
-in ``DIR/ca/ca.pem``): ``benchmarks.run --proxies squid,tlsgate,relay-raw`` puts it in
-the side-by-side table, so a run shows what a relay with none of tlsgate's features
-reaches beside Squid on the same machine (keep-alive workloads only).
+in ``DIR/ca/ca.pem``): ``benchmarks.run`` puts it in the side-by-side table as
+``relay-raw`` (by default, or ``--proxies squid,tlsgate,relay-raw``), so every run shows
+what a relay with none of tlsgate's features reaches beside Squid on the same machine
+(keep-alive workloads only).
 
 The relay is a measuring stick, not a proxy: it serves one upstream, has no timeouts,
 errors or limits of its own, and trusts everything it is told.  Every response is still

@@ -508,7 +508,9 @@ class FloorRelay(ProxyKind):
     """The minimal relay of ``benchmarks.floor`` (its ``raw`` stage: TLS through memory
     BIOs, httptools, heads rebuilt, pooled upstream connections, nothing else) run as
     a proxy process: a measuring stick beside Squid in the same run, not a proxy.  It
-    serves CONNECT and keep-alive HTTPS only, so it takes the keep-alive workloads."""
+    serves CONNECT and keep-alive HTTPS only, so it takes the keep-alive workloads: in
+    every run, they show what a Python relay with none of tlsgate's features reaches on
+    the machine at hand."""
 
     name = "relay-raw"
     memory = False
@@ -556,14 +558,16 @@ KINDS: dict[str, ProxyKind] = {
         Tlsgate(malloc="default"),
         Tlsgate(workers=2),
         *((Tlsgate(alt_python=True),) if os.environ.get(ALT_PYTHON) else ()),
+        FloorRelay(),
     )
 }
 """The proxies a run measures unless told otherwise, in table order (Squid first: ratios
-are to Squid)."""
+are to Squid).  Each runs the workloads it takes (``ProxyKind.workloads``); its other
+cells stay empty."""
 
 EXTRA_KINDS: dict[str, ProxyKind] = {
-    k.name: k for k in (FloorRelay(), Tlsgate(alt_python=True)) if k.name not in KINDS
+    k.name: k for k in (Tlsgate(alt_python=True),) if k.name not in KINDS
 }
-"""Measuring sticks, only when named (``--proxies squid,tlsgate,relay-raw``)."""
+"""Only when named (``--proxies squid,tlsgate,tlsgate-altpython``)."""
 
 ALL_KINDS: dict[str, ProxyKind] = {**KINDS, **EXTRA_KINDS}

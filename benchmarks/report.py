@@ -130,6 +130,8 @@ NOLOG = "tlsgate-nolog"
 PURE = "tlsgate-pure"
 ASYNCIO = "tlsgate-asyncio"
 STOCK_MALLOC = "tlsgate-stockmalloc"
+RELAY = "relay-raw"
+KEEPALIVE = (("keepalive8", "keep-alive 8"), ("keepalive64", "keep-alive 64"))
 
 
 def paired_ratio(results: Results, a: str, b: str, key: str = "keepalive8") -> float | None:
@@ -153,15 +155,14 @@ def summary(results: Results) -> str:
     """One line: tlsgate against Squid (and the tunnel against direct) in this run."""
     parts = []
 
-    def ratio(key: str, other: str) -> str | None:
+    def ratio(key: str, other: str, who: str = "tlsgate") -> str | None:
         w = next(w for w in RATE_WORKLOADS if w.key == key)
-        a, b = results.best(key, "tlsgate"), results.best(key, other)
+        a, b = results.best(key, who), results.best(key, other)
         if a is None or b is None or not _value(w, b):
             return None
         return f"{_value(w, a) / _value(w, b):.2f}{TIMES}"
 
-    for key, label in (("keepalive8", "keep-alive 8"), ("keepalive64", "keep-alive 64"),
-                       ("newconn", "new connection"), ("bulk", "inspected MB/s")):
+    for key, label in (*KEEPALIVE, ("newconn", "new connection"), ("bulk", "inspected MB/s")):
         r = ratio(key, BASE)
         if r:
             parts.append(f"{label} {r}")
@@ -169,6 +170,10 @@ def summary(results: Results) -> str:
     r = ratio("tunnel", DIRECT)
     if r:
         text += f"; tunnel {r} direct"
+    relay = [f"{label} {r}" for key, label in KEEPALIVE
+             if (r := ratio(key, BASE, RELAY))]  # fmt: skip
+    if relay:
+        text += f"; the featureless relay ({RELAY}) vs Squid: {', '.join(relay)}"
     cost = log_cost(results)
     if cost is not None:
         text += f"; Web Proxy log costs {cost:.1f} % of keep-alive 8 (median of rounds)"

@@ -213,11 +213,10 @@ def run_benchmark(options: Options) -> Results:
         why = kind.missing()
         if why:
             raise PeerError(f"{name}: {why}")
-        cannot = [w for w in options.workloads if kind.workloads is not None
-                  and w in RATE_KEYS and w not in kind.workloads]  # fmt: skip
-        if cannot:
+        rates = [w for w in options.workloads if w in RATE_KEYS]
+        if rates and not [w for w in rates if _takes(name, w)]:
             raise PeerError(
-                f"{name} cannot run workload {', '.join(cannot)}; use --workloads "
+                f"{name} cannot run workload {', '.join(rates)}; use --workloads "
                 f"{','.join(sorted(kind.workloads or ()))} with it"
             )
     limit = raise_nofile(NOFILE_WANTED)
@@ -236,7 +235,6 @@ def run_benchmark(options: Options) -> Results:
         targets=[*options.proxies, DIRECT],
     )
     rate_workloads = [w for w in RATE_WORKLOADS if w.key in options.workloads]
-    modes: set[Mode] = {w.mode for w in rate_workloads}
     with work_directory(options.workdir) as work:
         setting = start_setting(work, options.tlsgate_extra)
         upstream = setting.upstream
@@ -245,10 +243,11 @@ def run_benchmark(options: Options) -> Results:
             for name in options.proxies:
                 target = Target(name)
                 targets.append(target)
-                for mode in sorted(modes):
+                own = {w.mode for w in rate_workloads if _takes(name, w.key)}
+                for mode in sorted(own):
                     _say(options, f"starting {name} ({mode})")
                     target.processes[mode] = ALL_KINDS[name].start(mode, setting)
-                _check_target(target, setting, modes)
+                _check_target(target, setting, own)
             targets.append(Target(DIRECT))
             _measure_rates(options, results, targets, setting, rate_workloads)
         finally:
@@ -277,6 +276,8 @@ def _measure_rates(
             # cache, CPU frequency, other tenants) then spreads over all targets.
             shift = round_no % len(targets)
             for target in targets[shift:] + targets[:shift]:
+                if not _takes(target.name, workload.key):
+                    continue  # its cell stays empty (relay-raw: keep-alive only)
                 _settle(targets)
                 sample = measure_rate(
                     workload, target, setting.upstream, setting.pki.ca_cert, options.duration
@@ -291,6 +292,12 @@ def _measure_rates(
                     f"{target.name:<10} {value:>10,.1f} {workload.unit}"
                     + (f"  {sample.failed} FAILED {sample.errors[:2]}" if sample.failed else ""),
                 )
+
+
+def _takes(name: str, workload: str) -> bool:
+    """Whether target ``name`` runs rate workload ``workload`` (direct runs them all)."""
+    kind = ALL_KINDS.get(name)
+    return kind is None or kind.workloads is None or workload in kind.workloads
 
 
 SETTLE_CPU = 0.05

@@ -249,23 +249,46 @@ def _beside_tlsgate(proxy: str, workdir: Path) -> tuple[Results, Sample]:
 
 
 def test_floor_relay_runs_beside_tlsgate_as_a_measuring_stick(tmp_path: Path) -> None:
-    """``--proxies ...,relay-raw``: the floor's raw relay as a proxy process in the same
-    run (keep-alive workloads), every response checked; not among the default proxies."""
-    from benchmarks.peers import EXTRA_KINDS, KINDS
+    """relay-raw: the floor's raw relay as a proxy process in the same run (keep-alive
+    workloads), every response checked, among the default proxies, and named in the
+    summary line beside tlsgate's ratios."""
+    from benchmarks.peers import KINDS
+    from benchmarks.report import RELAY
 
-    assert "relay-raw" in EXTRA_KINDS and "relay-raw" not in KINDS
-    results, sample = _beside_tlsgate("relay-raw", tmp_path)
+    assert RELAY in KINDS
+    results, sample = _beside_tlsgate(RELAY, tmp_path)
     assert sample.cpu["proxy"] > 0
-    assert "benchmarks.floor raw stage" in results.versions["relay-raw"]
-    assert "relay-raw" in render_markdown(results)
+    assert "benchmarks.floor raw stage" in results.versions[RELAY]
+    assert RELAY in render_markdown(results)
+    assert f"the featureless relay ({RELAY}) vs Squid" not in summary(results)  # no Squid
+    results.rates["keepalive8"]["squid"] = [sample]
+    line = summary(results)
+    assert f"; the featureless relay ({RELAY}) vs Squid: keep-alive 8 1.00\u00d7" in line
 
 
-def test_floor_relay_refuses_workloads_it_cannot_serve(tmp_path: Path) -> None:
+def test_floor_relay_leaves_cells_of_workloads_it_cannot_serve_empty(tmp_path: Path) -> None:
+    """A run of every workload takes relay-raw by default: it runs the keep-alive cells
+    and leaves the others empty (no tunnel mode is started for it); named with only
+    workloads it cannot serve, it is refused with the ones it takes."""
     from benchmarks.peers import PeerError
+    from benchmarks.report import NONE, RELAY, rate_table
 
     options = Options(
-        proxies=["relay-raw"], workloads=["keepalive8", "tunnel"], workdir=tmp_path, progress=False
+        proxies=[RELAY],
+        workloads=["keepalive8", "tunnel"],
+        duration=1.0,
+        rounds=1,
+        workdir=tmp_path / "both",
+        progress=False,
     )
+    results = run_benchmark(options)
+    assert [s.failed for s in results.rates["keepalive8"][RELAY]] == [0]
+    assert RELAY not in results.rates["tunnel"]
+    assert results.rates["tunnel"][DIRECT][0].ok > 0
+    [tunnel_row] = [line for line in rate_table(results) if line.startswith("| 4. ")]
+    assert tunnel_row.split(" | ")[1] == NONE  # relay-raw's cell; direct's follows
+
+    options = Options(proxies=[RELAY], workloads=["tunnel"], workdir=tmp_path, progress=False)
     with pytest.raises(PeerError, match="relay-raw cannot run workload tunnel; use --workloads"):
         run_benchmark(options)
 
