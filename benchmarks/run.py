@@ -43,7 +43,6 @@ from benchmarks.workloads import (
     ALL_KEYS,
     DIRECT,
     MEMORY_KEY,
-    RATE_KEYS,
     RATE_WORKLOADS,
     MemorySample,
     RateWorkload,
@@ -206,6 +205,8 @@ def memory_counts(wanted: list[int], limit: int, options: Options) -> list[int]:
 
 def run_benchmark(options: Options) -> Results:
     """Start everything, measure, stop everything; return the numbers."""
+    rate_workloads = [w for w in RATE_WORKLOADS if w.key in options.workloads]
+    rates = [w.key for w in rate_workloads]
     for name in options.proxies:
         if name not in ALL_KINDS:
             raise PeerError(f"unknown proxy {name!r}; choose from {', '.join(ALL_KINDS)}")
@@ -213,8 +214,7 @@ def run_benchmark(options: Options) -> Results:
         why = kind.missing()
         if why:
             raise PeerError(f"{name}: {why}")
-        rates = [w for w in options.workloads if w in RATE_KEYS]
-        if rates and not [w for w in rates if _takes(name, w)]:
+        if rates and not any(_takes(name, key) for key in rates):
             raise PeerError(
                 f"{name} cannot run workload {', '.join(rates)}; use --workloads "
                 f"{','.join(sorted(kind.workloads or ()))} with it"
@@ -234,7 +234,6 @@ def run_benchmark(options: Options) -> Results:
         },
         targets=[*options.proxies, DIRECT],
     )
-    rate_workloads = [w for w in RATE_WORKLOADS if w.key in options.workloads]
     with work_directory(options.workdir) as work:
         setting = start_setting(work, options.tlsgate_extra)
         upstream = setting.upstream

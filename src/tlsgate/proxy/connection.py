@@ -506,7 +506,7 @@ class Connection(asyncio.Protocol):
 def _record_layer(tls: ssl.SSLObject) -> Any:
     """The ``_ssl`` object an ``SSLObject`` wraps, whose ``read``, ``write`` and
     ``pending`` the wrapper's only forward: each wrapper is a frame of interpreted
-    Python (ssl.py), and a proxied request calls six (``benchmarks.profile``: ~3 us of
+    Python (ssl.py), and a proxied request calls six (``benchmarks.profile``: ~8 us of
     interpreted code per request around the record layer).  The wrapper itself where a
     Python has no such attribute (private to ssl.py)."""
     return getattr(tls, "_sslobj", None) or tls
